@@ -1,0 +1,52 @@
+# vendorpulse: `make help` lists the targets. Every target installs what it needs on first use.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SIM_ARGS ?= --vendors 5 --rate 200 --duration 60
+
+.DEFAULT_GOAL := help
+.PHONY: help venv lint test test-unit test-integration run kafka kafka-stop bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,rocksdb]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv with the project and its dev tools
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(STAMP) lint ## lint, then every test (unit + integration against a real local Kafka)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## unit tests only (no broker)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP) ## integration tests only (starts a private Kafka for the session)
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+kafka: $(STAMP) ## start the local Kafka broker (localhost:9092) and create the topics
+	$(BIN)/vendorpulse kafka start
+	$(BIN)/vendorpulse topics
+
+kafka-stop: $(STAMP) ## stop the local Kafka broker (data is kept in .vendorpulse/)
+	$(BIN)/vendorpulse kafka stop
+
+run: kafka ## local Kafka, topics, and simulated events flowing (SIM_ARGS=...)
+	$(BIN)/vendorpulse simulate $(SIM_ARGS)
+
+bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json
+	$(BIN)/python -m bench.codec
+
+clean: ## stop Kafka and delete .venv and .vendorpulse
+	-$(BIN)/vendorpulse kafka stop
+	rm -rf $(VENV) .vendorpulse

@@ -1,0 +1,1 @@
+"""Running vendorpulse: the local Kafka broker, topics, settings, the simulator and the command line."""

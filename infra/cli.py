@@ -1,0 +1,106 @@
+"""The `vendorpulse` command line (contract §8): one console script, one subcommand per process.
+
+Subcommands import what they run lazily, so `vendorpulse kafka status` does not load Faust or FastAPI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from infra.exceptions import InfraError
+
+app = typer.Typer(
+    name="vendorpulse",
+    help="Real-time vendor analytics on Kafka: local broker, simulator, worker, API and tools.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+kafka_app = typer.Typer(help="A local Apache Kafka cluster (KRaft) run from Maven Central jars.", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+
+Nodes = Annotated[int, typer.Option("--nodes", min=1, max=5, help="number of KRaft nodes (3 for fault tests)")]
+Port = Annotated[int, typer.Option("--port", help="client port of node 1; node N listens on PORT+100*(N-1)")]
+StateDir = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="data, logs and cached jars (default: $VENDORPULSE_STATE_DIR or .vendorpulse/)"),
+]
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=1)
+
+
+@kafka_app.command("start")
+def kafka_start(nodes: Nodes = 1, port: Port = 9092, state_dir: StateDir = None) -> None:
+    """Start the local cluster (idempotent) and print its bootstrap address."""
+    from infra.kafka import LocalKafka
+    from infra.settings import kafka_settings
+
+    settings = kafka_settings()
+    if not settings.uses_local_broker:
+        typer.echo(f"KAFKA_BOOTSTRAP_SERVERS is set; using {settings.bootstrap}, nothing started.")
+        typer.echo(settings.bootstrap)
+        return
+    try:
+        import time
+
+        started = time.monotonic()
+        bootstrap = LocalKafka(nodes, port, state_dir).start()
+    except InfraError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"Kafka ready in {time.monotonic() - started:.1f}s ({nodes} node{'s' if nodes > 1 else ''})", err=True)
+    typer.echo(bootstrap)
+
+
+@kafka_app.command("stop")
+def kafka_stop(port: Port = 9092, state_dir: StateDir = None) -> None:
+    """Stop the local cluster's nodes (controlled shutdown, SIGKILL after 30 s); data is kept."""
+    from infra.kafka import LocalKafka
+
+    LocalKafka.existing(port, state_dir).stop()
+    typer.echo("stopped")
+
+
+@kafka_app.command("status")
+def kafka_status(port: Port = 9092, state_dir: StateDir = None) -> None:
+    """Show which local nodes run; exit 1 when none does."""
+    from infra.kafka import LocalKafka
+
+    running = 0
+    for node, pid in LocalKafka.existing(port, state_dir).status():
+        if pid is not None or node.home.exists():
+            state = f"running (pid {pid})" if pid else "stopped"
+            typer.echo(f"node {node.node_id}  localhost:{node.port}  {state}")
+            running += pid is not None
+    if not running:
+        typer.echo("no local Kafka node is running")
+        raise typer.Exit(code=1)
+
+
+@app.command("topics")
+def topics(
+    partitions: Annotated[int | None, typer.Option(help="partitions for new topics (default 6)")] = None,
+) -> None:
+    """Create the contract's topics that are missing (existing ones are left as they are)."""
+    from infra.settings import kafka_settings
+    from infra.topics import Topics, ensure_topics
+
+    settings = kafka_settings()
+    try:
+        counts = asyncio.run(
+            ensure_topics(settings.bootstrap, Topics.for_prefix(settings.topic_prefix), partitions or settings.partitions)
+        )
+    except InfraError as exc:
+        raise _fail(exc) from exc
+    for name, count in sorted(counts.items()):
+        typer.echo(f"{name}\t{count} partitions")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

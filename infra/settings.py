@@ -1,0 +1,38 @@
+"""Settings every vendorpulse process shares (contract §1), read from the environment.
+
+Each deployable builds its own settings class on top of `KafkaSettings` through a function, never at
+import time, so tests can set the environment first.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infra.kafka import DEFAULT_PORT
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VENDORPULSE_", extra="ignore")
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "bootstrap_servers"),
+        description="Kafka bootstrap servers; unset means the local broker of `vendorpulse kafka start`.",
+    )
+    topic_prefix: str = ""
+    period_days: int = Field(default=30, ge=1, le=366)
+    partitions: int = Field(default=6, ge=1, description="partitions of topics created at start")
+    env: str = "prod"
+
+    @property
+    def bootstrap(self) -> str:
+        return self.bootstrap_servers or f"localhost:{DEFAULT_PORT}"
+
+    @property
+    def uses_local_broker(self) -> bool:
+        return self.bootstrap_servers is None
+
+
+def kafka_settings() -> KafkaSettings:
+    return KafkaSettings()

@@ -1,0 +1,92 @@
+"""Topic names (contract §2) and their idempotent creation.
+
+`orders` and `inventory` are co-partitioned (same partition count, keyed by vendor_id) so one worker
+task sees every event of a vendor; `vendor-metrics` is compacted (latest snapshot per vendor).
+Replication follows the cluster: 1 on a single broker, 3 with `min.insync.replicas=2` on three or more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from infra.exceptions import TopicLayoutError
+
+
+@dataclass(frozen=True)
+class Topics:
+    orders: str
+    inventory: str
+    metrics: str
+    activity: str
+    orders_dlq: str
+    inventory_dlq: str
+
+    @classmethod
+    def for_prefix(cls, prefix: str = "") -> Topics:
+        return cls(
+            orders=f"{prefix}orders",
+            inventory=f"{prefix}inventory",
+            metrics=f"{prefix}vendor-metrics",
+            activity=f"{prefix}vendor-activity",
+            orders_dlq=f"{prefix}orders.dlq",
+            inventory_dlq=f"{prefix}inventory.dlq",
+        )
+
+    def all(self) -> list[str]:
+        return [self.orders, self.inventory, self.metrics, self.activity, self.orders_dlq, self.inventory_dlq]
+
+    def dlq_for(self, source: str) -> str:
+        return self.orders_dlq if source == self.orders else self.inventory_dlq
+
+
+async def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 6) -> dict[str, int]:
+    """Create the missing topics, leave existing ones alone; return every topic's partition count.
+
+    Raises TopicLayoutError when `orders` and `inventory` exist with different partition counts,
+    since the per-vendor fold then no longer sees both streams of a vendor in one task.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        replicas = min(3, brokers)
+        base = {"min.insync.replicas": "2" if replicas >= 3 else "1"}
+        configs = {name: dict(base) for name in topics.all()}
+        configs[topics.metrics] |= {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(name, partitions, replicas, topic_configs=configs[name])
+            for name in topics.all()
+            if name not in existing
+        ]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another process created them between our list and create: fine
+        counts = await _partition_counts(admin, topics.all())
+    finally:
+        await admin.close()
+    if counts.get(topics.orders) != counts.get(topics.inventory):
+        raise TopicLayoutError(
+            f"{topics.orders} has {counts.get(topics.orders)} partitions but {topics.inventory} has "
+            f"{counts.get(topics.inventory)}; they must be co-partitioned. Recreate one of them with the "
+            "other's partition count."
+        )
+    return counts
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str], timeout: float = 15.0) -> dict[str, int]:
+    """Partition counts once every topic's metadata is complete (it lags a fresh create briefly)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        described = await admin.describe_topics(names)
+        counts = {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}
+        if (len(counts) == len(names) and all(counts.values())) or loop.time() > deadline:
+            return counts
+        await asyncio.sleep(0.1)

@@ -1,0 +1,1 @@
+"""Event contract: Avro schemas (`*.avsc`), the event records and the single-object codec."""

@@ -1,0 +1,74 @@
+"""Shared fixtures. Integration tests get a real Kafka broker for the whole session:
+
+1. `KAFKA_BOOTSTRAP_SERVERS` set: that cluster is used as it is;
+2. else, where a Docker engine answers: testcontainers' `KafkaContainer` (KRaft) — for users with Docker;
+3. else: a private local broker from the Maven jars (`infra.kafka.LocalKafka`) on its own ports and in a
+   temporary state folder, stopped at the end. This is the path on machines without Docker and in CI.
+
+Each test gets a fresh topic prefix, so tests never see each other's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.topics import Topics, ensure_topics
+
+TEST_KAFKA_PORT = int(os.environ.get("VENDORPULSE_TEST_KAFKA_PORT", "39092"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.integration)
+
+
+def _docker_answers() -> bool:
+    if os.environ.get("VENDORPULSE_TEST_DOCKER", "auto") == "0" or shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=5, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of a real Kafka broker for the test session."""
+    if env := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield env
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    from infra.kafka import LocalKafka
+
+    cluster = LocalKafka(nodes=1, base_port=TEST_KAFKA_PORT, state_dir=tmp_path_factory.mktemp("kafka-state"))
+    cluster.start()
+    try:
+        yield cluster.bootstrap
+    finally:
+        cluster.stop(timeout=5)  # throwaway data: no need to wait for a controlled shutdown
+
+
+def make_topics(prefix: str | None = None) -> Topics:
+    return Topics.for_prefix(prefix if prefix is not None else f"t{uuid.uuid4().hex[:10]}-")
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> Topics:
+    """The contract's topics under a fresh prefix, created on the session's broker."""
+    created = make_topics()
+    asyncio.run(ensure_topics(kafka_bootstrap, created, partitions=6))
+    return created
