@@ -20,14 +20,20 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-kafka_app = typer.Typer(help="A local Apache Kafka cluster (KRaft) run from Maven Central jars.", no_args_is_help=True)
+kafka_app = typer.Typer(
+    help="A local Apache Kafka cluster (KRaft) run from Maven Central jars.", no_args_is_help=True
+)
 app.add_typer(kafka_app, name="kafka")
 
-Nodes = Annotated[int, typer.Option("--nodes", min=1, max=5, help="number of KRaft nodes (3 for fault tests)")]
+Nodes = Annotated[
+    int, typer.Option("--nodes", min=1, max=5, help="number of KRaft nodes (3 for fault tests)")
+]
 Port = Annotated[int, typer.Option("--port", help="client port of node 1; node N listens on PORT+100*(N-1)")]
 StateDir = Annotated[
     Path | None,
-    typer.Option("--state-dir", help="data, logs and cached jars (default: $VENDORPULSE_STATE_DIR or .vendorpulse/)"),
+    typer.Option(
+        "--state-dir", help="data, logs and cached jars (default: $VENDORPULSE_STATE_DIR or .vendorpulse/)"
+    ),
 ]
 
 
@@ -54,7 +60,9 @@ def kafka_start(nodes: Nodes = 1, port: Port = 9092, state_dir: StateDir = None)
         bootstrap = LocalKafka(nodes, port, state_dir).start()
     except InfraError as exc:
         raise _fail(exc) from exc
-    typer.echo(f"Kafka ready in {time.monotonic() - started:.1f}s ({nodes} node{'s' if nodes > 1 else ''})", err=True)
+    typer.echo(
+        f"Kafka ready in {time.monotonic() - started:.1f}s ({nodes} node{'s' if nodes > 1 else ''})", err=True
+    )
     typer.echo(bootstrap)
 
 
@@ -94,12 +102,83 @@ def topics(
     settings = kafka_settings()
     try:
         counts = asyncio.run(
-            ensure_topics(settings.bootstrap, Topics.for_prefix(settings.topic_prefix), partitions or settings.partitions)
+            ensure_topics(
+                settings.bootstrap,
+                Topics.for_prefix(settings.topic_prefix),
+                partitions or settings.partitions,
+            )
         )
     except InfraError as exc:
         raise _fail(exc) from exc
     for name, count in sorted(counts.items()):
         typer.echo(f"{name}\t{count} partitions")
+
+
+@app.command("simulate")
+def simulate(
+    vendors: Annotated[int, typer.Option(min=1, help="vendors")] = 5,
+    products: Annotated[int, typer.Option(min=1, help="products per vendor")] = 40,
+    customers: Annotated[int, typer.Option(min=1, help="customers per vendor")] = 500,
+    rate: Annotated[float, typer.Option(min=0, help="events per second (0: as fast as possible)")] = 200.0,
+    duration: Annotated[float | None, typer.Option(help="seconds to run")] = None,
+    count: Annotated[int | None, typer.Option(help="events to send")] = None,
+    seed: Annotated[int, typer.Option(help="random seed: same seed, same events")] = 7,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="ISO time of the first event; events then step --step-ms apart (default: wall clock)"
+        ),
+    ] = None,
+    step_ms: Annotated[int, typer.Option(min=0)] = 10,
+) -> None:
+    """Produce realistic orders, cancellations, product upserts and stock changes to Kafka."""
+    from datetime import datetime
+
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from infra.settings import kafka_settings
+    from infra.simulate import SimConfig, SimSummary, produce
+    from infra.topics import Topics, ensure_topics
+
+    if duration is None and count is None:
+        duration = 60.0
+    start_ms = None
+    if start is not None:
+        start_ms = int(datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp() * 1000)
+    settings = kafka_settings()
+    names = Topics.for_prefix(settings.topic_prefix)
+    config = SimConfig(vendors, products, customers, seed, start_ms=start_ms, step_ms=step_ms)
+    console = Console(stderr=True)
+
+    def line(s: SimSummary) -> str:
+        return f"sent {s.total:,} events ({s.rate:,.0f}/s, {s.bytes / 1e6:.1f} MB) in {s.elapsed:.1f}s"
+
+    async def run() -> SimSummary:
+        await ensure_topics(settings.bootstrap, names, settings.partitions)
+        with Live(console=console, refresh_per_second=4, transient=True) as live:
+            return await produce(
+                settings.bootstrap, names.orders, names.inventory, config,
+                rate=rate, count=count, duration=duration, on_progress=lambda s: live.update(line(s)),
+            )  # fmt: skip
+
+    try:
+        summary = asyncio.run(run())
+    except InfraError as exc:
+        raise _fail(exc) from exc
+    except KeyboardInterrupt:
+        raise typer.Exit(code=130) from None
+    table = Table(title=f"vendorpulse simulate -> {settings.bootstrap}")
+    table.add_column("event")
+    table.add_column("sent", justify="right")
+    for name, n in sorted(summary.sent.items()):
+        table.add_row(name, f"{n:,}")
+    table.add_row("total", f"{summary.total:,}", end_section=True)
+    for topic, n in sorted(summary.per_topic.items()):
+        table.add_row(f"topic {topic}", f"{n:,}")
+    Console().print(table)
+    console.print(line(summary))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -5,15 +5,15 @@ class InfraError(Exception):
     """Root of every error raised by infra/."""
 
 
-class ToolMissing(InfraError):
+class ToolMissingError(InfraError):
     """Java or Maven, needed for the local broker, is not installed."""
 
 
-class BrokerStartFailed(InfraError):
+class BrokerStartError(InfraError):
     """A local broker process exited or did not answer in time."""
 
 
-class PortBusy(InfraError):
+class PortBusyError(InfraError):
     """A port the local broker needs is taken by another process."""
 
 

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.exceptions import BrokerStartFailed, PortBusy, ToolMissing
+from infra.exceptions import BrokerStartError, PortBusyError, ToolMissingError
 
 INFRA_DIR = Path(__file__).resolve().parent
 POM = INFRA_DIR / "pom.xml"
@@ -130,7 +130,7 @@ class LocalKafka:
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise BrokerStartFailed(
+            raise BrokerStartError(
                 "Maven could not resolve the Kafka jars from infra/pom.xml "
                 f"(exit {proc.returncode}). Is Maven Central reachable?\n{proc.stdout[-2000:]}"
             )
@@ -194,7 +194,7 @@ class LocalKafka:
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise BrokerStartFailed(f"formatting node {node.node_id} failed:\n{proc.stdout}{proc.stderr}")
+            raise BrokerStartError(f"formatting node {node.node_id} failed:\n{proc.stdout}{proc.stderr}")
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self, timeout: float = 90.0) -> str:
@@ -217,7 +217,7 @@ class LocalKafka:
     def _spawn(self, node: Node, libs: Path) -> None:
         for port in (node.port, node.controller_port):
             if _port_open(port):
-                raise PortBusy(
+                raise PortBusyError(
                     f"port {port} is already in use by a process that is not node {node.node_id} of "
                     f"{self.state}; stop it, or start on other ports with --port."
                 )
@@ -240,8 +240,10 @@ class LocalKafka:
         while time.monotonic() < deadline:
             dead = [n for n in self.nodes if n.pid() is None]
             if dead:
-                tail = dead[0].log_file.read_text(errors="replace")[-3000:] if dead[0].log_file.exists() else ""
-                raise BrokerStartFailed(
+                tail = (
+                    dead[0].log_file.read_text(errors="replace")[-3000:] if dead[0].log_file.exists() else ""
+                )
+                raise BrokerStartError(
                     f"Kafka node {dead[0].node_id} exited during start; its log ({dead[0].log_file}) ends:\n{tail}"
                 )
             try:
@@ -252,7 +254,9 @@ class LocalKafka:
             except Exception as exc:  # any client error just means "not yet"
                 last_error = f"{type(exc).__name__}: {exc}"
             time.sleep(0.3)
-        raise BrokerStartFailed(f"Kafka at {self.bootstrap} did not answer within {timeout:.0f}s ({last_error})")
+        raise BrokerStartError(
+            f"Kafka at {self.bootstrap} did not answer within {timeout:.0f}s ({last_error})"
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop every node cleanly (SIGTERM, controlled shutdown), SIGKILL after `timeout`."""
@@ -295,7 +299,7 @@ class LocalKafka:
 def _require(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        raise ToolMissing(NO_TOOLS_HELP.format(tool="Java" if tool == "java" else "Maven"))
+        raise ToolMissingError(NO_TOOLS_HELP.format(tool="Java" if tool == "java" else "Maven"))
     return path
 
 

@@ -8,6 +8,7 @@ Replication follows the cluster: 1 on a single broker, 3 with `min.insync.replic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -64,10 +65,9 @@ async def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 6) -> 
             if name not in existing
         ]
         if new:
-            try:
+            # another process may create them between our list and create: fine
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # another process created them between our list and create: fine
         counts = await _partition_counts(admin, topics.all())
     finally:
         await admin.close()
@@ -80,10 +80,12 @@ async def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 6) -> 
     return counts
 
 
-async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str], timeout: float = 15.0) -> dict[str, int]:
+async def _partition_counts(
+    admin: AIOKafkaAdminClient, names: list[str], within: float = 15.0
+) -> dict[str, int]:
     """Partition counts once every topic's metadata is complete (it lags a fresh create briefly)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while True:
         described = await admin.describe_topics(names)
         counts = {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}

@@ -1,0 +1,1 @@
+"""The FastAPI layer: HTTP snapshots and live WebSocket streams for dashboards."""
