@@ -189,7 +189,7 @@ class LocalKafka:
             return
         cmd = [
             "java", "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={LOG4J}",
-            "kafka.tools.StorageTool", "format", "-t", self._cluster_id(),
+            "kafka.tools.StorageTool", "format", f"--cluster-id={self._cluster_id()}",  # ids may start with "-"
             "-c", str(node.config_file), "--ignore-formatted",
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

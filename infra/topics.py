@@ -89,6 +89,24 @@ async def _partition_counts(
     while True:
         described = await admin.describe_topics(names)
         counts = {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}
-        if (len(counts) == len(names) and all(counts.values())) or loop.time() > deadline:
+        led = all(p["leader"] >= 0 for d in described for p in d["partitions"])
+        if (len(counts) == len(names) and all(counts.values()) and led) or loop.time() > deadline:
             return counts
         await asyncio.sleep(0.1)
+
+
+async def broker_count(bootstrap: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        brokers: list[object] = (await admin.describe_cluster())["brokers"]
+        return len(brokers)
+    finally:
+        await admin.close()
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java's and aiokafka's: murmur2) gives `key`."""
+    from aiokafka.partitioner import murmur2
+
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
