@@ -41,11 +41,15 @@ kafka: $(STAMP) ## start the local Kafka broker (localhost:9092) and create the 
 kafka-stop: $(STAMP) ## stop the local Kafka broker (data is kept in .vendorpulse/)
 	$(BIN)/vendorpulse kafka stop
 
-run: kafka ## local Kafka, topics, and simulated events flowing (SIM_ARGS=...)
+run: kafka ## local Kafka, the worker, and simulated events flowing (SIM_ARGS=...); Ctrl-C stops
+	@$(BIN)/vendorpulse worker --loglevel warning & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
 	$(BIN)/vendorpulse simulate $(SIM_ARGS)
 
 bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json
 	$(BIN)/python -m bench.codec
+	$(BIN)/python -m bench.processor
+	$(BIN)/python -m bench.fanout
 
 clean: ## stop Kafka and delete .venv and .vendorpulse
 	-$(BIN)/vendorpulse kafka stop

@@ -181,5 +181,50 @@ def simulate(
     console.print(line(summary))
 
 
+@app.command("worker")
+def worker(
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run the metrics worker (Faust): fold orders and inventory into per-vendor snapshots."""
+    from processors.app import run_worker
+    from processors.settings import worker_settings
+
+    try:
+        run_worker(worker_settings(), loglevel)
+    except InfraError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command("api")
+def api(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+) -> None:
+    """Serve the HTTP and WebSocket API (uvicorn) that dashboards talk to."""
+    from api.commands import run_api
+    from api.exceptions import ApiConfigError
+
+    try:
+        run_api(host, port)
+    except ApiConfigError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command("token")
+def token(
+    vendor: Annotated[str | None, typer.Option(help="the vendor this token may read")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="may read any vendor and use admin routes")] = False,
+    ttl: Annotated[int, typer.Option(help="seconds until it expires")] = 3600,
+) -> None:
+    """Print a JWT signed with the configured secret (VENDORPULSE_JWT_SECRET)."""
+    from api.commands import make_token_cli
+    from api.exceptions import ApiConfigError
+
+    try:
+        typer.echo(make_token_cli(vendor, admin, ttl))
+    except ApiConfigError as exc:
+        raise _fail(exc) from exc
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())

@@ -1,0 +1,280 @@
+"""One WebSocket connection from handshake to close (contract §6).
+
+States: the handshake (Origin check, refused with HTTP 403 before accepting), authentication (accept,
+then close 4001/4003/4000/4029 before any data), then three tasks until one ends the connection:
+- the reader: size and rate limits, protocol messages, `refresh_token`;
+- the writer (`hub.Connection`): the only sender;
+- the watchdog: application ping every `heartbeat_seconds` with its round-trip time, close 4008 after
+  `missed_pongs` unanswered pings, `error` + close 4001 when the token expires without a refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from api.auth import Claims, Verifier
+from api.exceptions import BadMessageError, InvalidTokenError
+from api.hub import Connection, Hub, State
+from api.protocol import Close, In, Inbound, Out, error, frame, iso_now, parse
+from api.settings import ApiSettings
+from api.tasks import cancel_and_wait
+from api.telemetry import Telemetry
+
+log = logging.getLogger("vendorpulse.api.ws")
+TOKEN_SCOPE_KEY = "vendorpulse.token"  # where the app's middleware puts `?token=` (see api.app)
+
+
+@dataclass
+class Services:
+    """What the HTTP routes and the WebSocket sessions of one app share."""
+
+    settings: ApiSettings
+    verifier: Verifier
+    hub: Hub
+    telemetry: Telemetry
+    tokens: Counter[str] = field(default_factory=Counter)  # open connections per token digest
+
+
+def _token(ws: WebSocket) -> str | None:
+    token = ws.scope.get(TOKEN_SCOPE_KEY)
+    if isinstance(token, str) and token:
+        return token
+    header = ws.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def origin_allowed(origin: str | None, allowed: list[str]) -> bool:
+    """Non-browser clients send no Origin; browsers must come from a configured origin."""
+    return origin is None or "*" in allowed or origin.rstrip("/") in {o.rstrip("/") for o in allowed}
+
+
+async def serve(ws: WebSocket, services: Services) -> None:
+    """The WebSocket route: checks, then the connection's tasks until it ends."""
+    settings = services.settings
+    if not origin_allowed(ws.headers.get("origin"), settings.allowed_origins):
+        await ws.close(code=int(Close.FORBIDDEN), reason="origin not allowed")  # before accept: HTTP 403
+        return
+    await ws.accept()
+    token = _token(ws)
+    try:
+        if token is None:
+            raise InvalidTokenError("missing token (?token= or Authorization: Bearer)")
+        claims = services.verifier.verify(token)
+    except InvalidTokenError as exc:
+        await _refuse(ws, services, Close.UNAUTHORIZED, str(exc))
+        return
+    vendor = ws.query_params.get("vendor_id") or claims.vendor_id
+    if not vendor or len(vendor) > 200:
+        await _refuse(
+            ws, services, Close.BAD_REQUEST, "vendor_id query parameter is required (at most 200 chars)"
+        )
+        return
+    if not claims.may_read(vendor):
+        await _refuse(ws, services, Close.FORBIDDEN, "this token may not read that vendor")
+        return
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    if services.tokens[digest] >= settings.max_connections_per_token:
+        await _refuse(ws, services, Close.TOO_MANY, "too many connections for this token")
+        return
+    services.tokens[digest] += 1
+    try:
+        await _run(ws, services, claims, vendor)
+    finally:
+        services.tokens[digest] -= 1
+        if services.tokens[digest] <= 0:
+            del services.tokens[digest]
+
+
+async def _refuse(ws: WebSocket, services: Services, code: Close, reason: str) -> None:
+    services.telemetry.closes.labels(str(int(code))).inc()
+    log.info("websocket refused: %d %s", code, reason)
+    with contextlib.suppress(WebSocketDisconnect, OSError):  # the client may be gone already
+        await ws.close(code=int(code), reason=reason)
+
+
+class Session:
+    """The reader and watchdog of one accepted, authenticated connection (the writer is `conn`'s)."""
+
+    def __init__(self, ws: WebSocket, services: Services, claims: Claims, conn: Connection) -> None:
+        self.ws = ws
+        self.services = services
+        self.settings = services.settings
+        self.conn = conn
+        self.expires_at = claims.expires_at + self.settings.jwt_leeway_seconds
+        self.pings: dict[int, float] = {}  # unanswered ping id -> monotonic time sent
+        self.next_ping_id = 1
+        self.rtt_ms: float | None = None
+        self.tokens = float(self.settings.message_burst)
+        self.refilled = time.monotonic()
+        self.strikes = 0
+
+    # --- reader
+
+    async def read(self) -> None:
+        limit = self.settings.max_message_bytes
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            size = len(text.encode()) if text is not None else len(message.get("bytes") or b"")
+            if size > limit:
+                self._reject("message_too_big", f"messages are limited to {limit} bytes")
+                self.conn.close(Close.MESSAGE_TOO_BIG, "message too big")
+                return
+            if not self._take_token():
+                self.strikes += 1
+                self._reject("rate_limited", f"at most {self.settings.messages_per_second:g} messages/s")
+                if self.strikes >= self.settings.message_burst:
+                    self.conn.close(Close.TOO_MANY, "inbound rate limit exceeded")
+                    return
+                continue
+            self.strikes = 0
+            if text is None:
+                self._reject("bad_message", "binary frames are not supported; send JSON text")
+                continue
+            try:
+                inbound = parse(text)
+            except BadMessageError as exc:
+                self._reject("bad_message", str(exc))
+                continue
+            if not self.handle(inbound):
+                return
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        rate, burst = self.settings.messages_per_second, self.settings.message_burst
+        self.tokens = min(float(burst), self.tokens + (now - self.refilled) * rate)
+        self.refilled = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def _reject(self, code: str, message: str) -> None:
+        self.services.telemetry.rejected.labels(code).inc()
+        self.conn.control(Out.ERROR, error(code, message))
+
+    def handle(self, inbound: Inbound) -> bool:
+        """Act on one client message; False when the connection is being closed."""
+        if inbound.kind is In.PING:
+            self.conn.control(Out.PONG, frame(Out.PONG, inbound.data))
+        elif inbound.kind is In.PONG:
+            self._pong(inbound.data)
+        elif inbound.kind is In.REFRESH:
+            if self.services.hub.caught_up:  # while rebuilding, the first snapshot comes when it is done
+                self.services.hub.send_analytics(self.conn)
+        else:
+            return self._refresh_token(inbound.data)
+        return True
+
+    def _pong(self, data: Any) -> None:
+        ping_id = data.get("id") if isinstance(data, dict) else None
+        sent = self.pings.pop(ping_id, None) if isinstance(ping_id, int) else None
+        if sent is None or not isinstance(ping_id, int):
+            self._reject("bad_message", 'pong data must be {"id": <id of an unanswered ping>}')
+            return
+        rtt = time.monotonic() - sent
+        self.rtt_ms = round(rtt * 1000, 3)
+        self.services.telemetry.rtt.observe(rtt)
+        self.pings = {i: t for i, t in self.pings.items() if i > ping_id}  # older pings are answered too
+
+    def _refresh_token(self, data: Any) -> bool:
+        token = data.get("token") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token:
+            self._reject("bad_message", 'refresh_token data must be {"token": "<jwt>"}')
+            return True
+        try:
+            claims = self.services.verifier.verify(token)
+        except InvalidTokenError as exc:
+            self._reject("invalid_token", str(exc))
+            return True
+        if not claims.may_read(self.conn.vendor_id):
+            self.conn.close(
+                Close.FORBIDDEN,
+                "token may not read this vendor",
+                error("forbidden", "token may not read this vendor"),
+            )
+            return False
+        self.expires_at = claims.expires_at + self.settings.jwt_leeway_seconds
+        status = {"status": "token_refreshed", "expiresAt": int(claims.expires_at)}
+        self.conn.control(Out.CONNECTION_STATUS, frame(Out.CONNECTION_STATUS, status))
+        return True
+
+    # --- watchdog
+
+    async def watch(self) -> None:
+        period = self.settings.heartbeat_seconds
+        next_ping = time.monotonic() + period
+        while True:
+            now = time.monotonic()
+            until_expiry = self.expires_at - time.time()
+            await asyncio.sleep(max(0.0, min(next_ping - now, until_expiry)))
+            if self.expires_at <= time.time():
+                self.conn.close(
+                    Close.UNAUTHORIZED,
+                    "token expired",
+                    error("token_expired", "token expired; reconnect with a new token"),
+                )
+                break
+            if time.monotonic() >= next_ping:
+                if len(self.pings) >= self.settings.missed_pongs:
+                    self.conn.close(Close.HEARTBEAT_TIMEOUT, "missed pongs")
+                    break
+                self._ping()
+                next_ping += period
+        await asyncio.sleep(self.settings.close_grace_seconds)
+        self.conn.abort()  # the close did not get through: the socket is not draining
+
+    def _ping(self) -> None:
+        ping_id = self.next_ping_id
+        self.next_ping_id += 1
+        self.pings[ping_id] = time.monotonic()
+        data = {"id": ping_id, "rttMs": self.rtt_ms}
+        self.conn.control(Out.PING, frame(Out.PING, data))
+
+
+async def _run(ws: WebSocket, services: Services, claims: Claims, vendor: str) -> None:
+    settings = services.settings
+
+    async def send(text: str) -> None:
+        await ws.send({"type": "websocket.send", "text": text})
+
+    async def close(code: int, reason: str) -> None:
+        await ws.close(code=int(code), reason=reason)
+
+    conn = Connection(vendor, send, close, services.telemetry, settings.send_queue_size)
+    session = Session(ws, services, claims, conn)
+    status = {
+        "status": "connected",
+        "vendorId": vendor,
+        "connectionId": conn.id,
+        "instance": settings.instance_id,
+        "heartbeatSeconds": settings.heartbeat_seconds,
+        "refreshSeconds": settings.refresh_seconds,
+        "serverTime": iso_now(),
+    }
+    conn.control(Out.CONNECTION_STATUS, frame(Out.CONNECTION_STATUS, status))
+    writer = conn.start()
+    services.hub.add(conn)
+    reader = asyncio.create_task(session.read(), name=f"ws-reader-{conn.id}")
+    watchdog = asyncio.create_task(session.watch(), name=f"ws-watchdog-{conn.id}")
+    try:
+        await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if conn.state is State.CLOSING and not writer.done():
+            await asyncio.wait({writer}, timeout=settings.close_grace_seconds)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        services.hub.remove(conn)
+        await cancel_and_wait(reader, watchdog, writer)

@@ -1,0 +1,419 @@
+"""WebSocket fan-out from Kafka to N dashboards: `python -m bench.fanout [--clients 100,1000,5000]
+[--rate 1000] [--per-vendor 10] [--seconds 10] [--connect-concurrency 10]`.
+
+Per case: fresh prefixed topics on the broker of `KAFKA_BOOTSTRAP_SERVERS` (default: the local broker
+of `vendorpulse kafka start`), one API server in a subprocess (the production uvicorn configuration),
+N clients spread over N / per-vendor vendors in this process (a light sans-I/O client on uvloop, so the
+clients cost little next to the server), and snapshots produced to `vendor-metrics` at `rate` per second
+round-robin over the vendors, each stamped with its produce time. Measured: produce -> client latency
+(p50/p99/max) of `metrics_update` frames, connection set-up (TCP connect to the first
+`analytics_update`: handshake, token check, first snapshot) p50/p99, frames/s delivered, the server's
+CPU (from /proc) and its memory per connection. Warm-up first; prints a table and writes
+bench/results/fanout.json. `BENCH_SERVER_COMMAND` replaces `python -m bench.fanout --serve` (the port
+is appended), e.g. to run the server under a profiler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+from rich.table import Table
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.uri import parse_uri
+
+from infra.settings import KafkaSettings
+from infra.topics import Topics, broker_count, ensure_topics
+
+RESULTS = Path(__file__).resolve().parent / "results" / "fanout.json"
+WARMUP_SECONDS = 2.0
+TICK = 0.005
+STAMP = b'"benchSentAt":'
+
+
+def raise_fd_limit() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def serve(port: int) -> None:
+    """The server side (a subprocess): the API as `vendorpulse api` runs it, quieter logs."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.server import config, tune_gc
+    from api.settings import api_settings
+
+    raise_fd_limit()
+    settings = api_settings()
+    server = uvicorn.Server(config(create_app(settings), settings, "127.0.0.1", port, log_level="warning"))
+    tune_gc()
+    server.run()
+
+
+@dataclass(frozen=True)
+class Case:
+    clients: int
+    per_vendor: int  # clients per vendor
+    rate: int  # snapshots produced per second
+    seconds: float  # measured
+    connect_concurrency: int  # clients connecting at once (set-up time, not a thundering herd)
+
+
+@dataclass
+class Stats:
+    latencies: list[float] = field(default_factory=list)
+    setups: list[float] = field(default_factory=list)
+    frames: int = 0
+    recording: bool = False
+
+
+class Client(asyncio.Protocol):
+    """A WebSocket client on websockets' sans-I/O protocol: parses only what the benchmark needs."""
+
+    def __init__(self, uri: str, stats: Stats) -> None:
+        self.ws = ClientProtocol(parse_uri(uri), max_size=2**22)
+        self.stats = stats
+        self.started = time.perf_counter()
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        self.ws.send_request(self.ws.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                self._text(bytes(event.data))
+        self._flush()
+
+    def _text(self, data: bytes) -> None:
+        if data.startswith(b'{"type":"metrics_update"'):
+            at = data.find(STAMP)
+            if at >= 0 and self.stats.recording:
+                end = at + len(STAMP)
+                while data[end] in b"0123456789.e+-":
+                    end += 1
+                self.stats.latencies.append(time.time() - float(data[at + len(STAMP) : end]))
+                self.stats.frames += 1
+        elif data.startswith(b'{"type":"analytics_update"') and not self.ready.done():
+            self.stats.setups.append(time.perf_counter() - self.started)
+            self.ready.set_result(None)
+        elif data.startswith(b'{"type":"ping"'):
+            ping = orjson.loads(data)
+            pong = {"type": "pong", "data": {"id": ping["data"]["id"]}, "timestamp": ping["timestamp"]}
+            self.ws.send_text(orjson.dumps(pong))
+
+    def _flush(self) -> None:
+        if self.transport is not None:
+            for chunk in self.ws.data_to_send():
+                if chunk:
+                    self.transport.write(chunk)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"closed before the first snapshot: {exc}"))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_wait_seconds(pid: int) -> float:
+    """Time the process's main thread spent runnable but waiting for a CPU (other load on the machine)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
+def proc_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_ready(port: int, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            status = (await reader.readline()).split()
+            writer.close()
+            if len(status) > 1 and status[1] == b"200":
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the API did not become ready; see its output above")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2) if ordered else float("nan")
+
+
+def sample_snapshot() -> dict[str, Any]:
+    """A contract §5 snapshot of realistic size (~2 KB): 5 top products, 4 categories, 12 months."""
+    from processors.metrics import snapshot
+    from processors.state import new_state
+
+    data = snapshot(new_state("bench"), int(time.time() * 1000))
+    data["currency"] = "EUR"
+    data["topProducts"] = [
+        {"productId": f"product-{n:05d}", "name": f"Product number {n}", "revenue": 123_456 - n, "units": 42}
+        for n in range(5)
+    ]
+    data["salesByCategory"] = [
+        {"category": c, "revenue": 99_999, "orders": 321, "percentage": 25.0}
+        for c in ("books", "games", "music", "toys")
+    ]
+    return data
+
+
+async def produce(
+    producer: AIOKafkaProducer,
+    topic: str,
+    versions: dict[str, int],
+    rate: int,
+    seconds: float,
+) -> int:
+    """Snapshots at `rate`/s, round-robin over the vendors of `versions` (each vendor's version rises
+    across calls), each stamped with its send time (`benchSentAt`, epoch seconds)."""
+    vendors = list(versions)
+    data = sample_snapshot()
+    loop = asyncio.get_running_loop()
+    start, sent, i = loop.time(), 0, 0
+    while (elapsed := loop.time() - start) < seconds:
+        due = int(elapsed * rate) + 1
+        while sent < due:
+            vendor = vendors[i % len(vendors)]
+            i += 1
+            versions[vendor] += 1
+            data["vendorId"], data["version"], data["benchSentAt"] = vendor, versions[vendor], time.time()
+            value = orjson.dumps(data)
+            await producer.send(topic, value, key=vendor.encode())
+            sent += 1
+        await asyncio.sleep(TICK)
+    return sent
+
+
+def run_case(bootstrap: str, case: Case) -> dict[str, Any]:
+    """One case: fresh topics, a server subprocess, the clients and the producer in this process."""
+    import uvloop
+
+    prefix = f"bench{uuid.uuid4().hex[:8]}-"
+    topics = Topics.for_prefix(prefix)
+    asyncio.run(ensure_topics(bootstrap, topics, partitions=6))
+    port = free_port()
+    env = os.environ | {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "VENDORPULSE_TOPIC_PREFIX": prefix,
+        "VENDORPULSE_ENV": os.environ.get("VENDORPULSE_ENV", "dev"),
+        "VENDORPULSE_MAX_CONNECTIONS_PER_TOKEN": str(case.clients),
+    }
+    command = os.environ.get("BENCH_SERVER_COMMAND", f"{sys.executable} -m bench.fanout --serve").split()
+    server = subprocess.Popen([*command, str(port)], env=env)
+    try:
+        return uvloop.run(drive(server.pid, port, bootstrap, topics, env["VENDORPULSE_ENV"], case))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+async def drive(
+    pid: int,
+    port: int,
+    bootstrap: str,
+    topics: Topics,
+    env: str,
+    case: Case,
+) -> dict[str, Any]:
+    from api.auth import make_token
+    from api.settings import api_settings
+
+    clients, rate, seconds = case.clients, case.rate, case.seconds
+    stats = Stats()
+    conns: list[Client] = []
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
+    try:
+        await wait_ready(port)
+        rss_before, setup_cpu0 = proc_rss_kb(pid), proc_cpu_seconds(pid)
+        settings = api_settings(env=env)
+        vendors = [f"bench-v{n:05d}" for n in range(max(1, clients // case.per_vendor))]
+        tokens = {v: make_token(v, ttl=3600, settings=settings) for v in vendors}
+        loop = asyncio.get_running_loop()
+        gate = asyncio.Semaphore(case.connect_concurrency)
+
+        async def open_one(n: int) -> None:
+            vendor = vendors[n % len(vendors)]
+            uri = f"ws://127.0.0.1:{port}/api/v1/analytics/ws/vendor/analytics?token={tokens[vendor]}&vendor_id={vendor}"
+            async with gate:
+                client = Client(uri, stats)
+                await loop.create_connection(lambda: client, "127.0.0.1", port)
+                await asyncio.wait_for(client.ready, 30)
+                conns.append(client)
+
+        await asyncio.gather(*(open_one(n) for n in range(clients)))
+        rss_after, setup_cpu = proc_rss_kb(pid), proc_cpu_seconds(pid) - setup_cpu0
+        await producer.start()
+        versions = dict.fromkeys(vendors, 0)
+        await produce(producer, topics.metrics, versions, rate, WARMUP_SECONDS)
+        await asyncio.sleep(0.5)
+        stats.recording = True
+        cpu0, wait0, own0, t0 = (
+            proc_cpu_seconds(pid),
+            proc_wait_seconds(pid),
+            time.process_time(),
+            time.monotonic(),
+        )
+        produced = await produce(producer, topics.metrics, versions, rate, seconds)
+        await producer.flush()
+        await asyncio.sleep(0.5)  # let the last frames arrive
+        elapsed = time.monotonic() - t0
+        cpu = proc_cpu_seconds(pid) - cpu0
+        wait = proc_wait_seconds(pid) - wait0
+        own = time.process_time() - own0
+        stats.recording = False
+    finally:
+        for client in conns:
+            client.close()
+        await producer.stop()
+    return {
+        "clients": clients,
+        "connect_concurrency": case.connect_concurrency,
+        "vendors": len(vendors),
+        "rate_per_s": rate,
+        "seconds": seconds,
+        "events_produced": produced,
+        "frames_delivered": stats.frames,
+        "frames_per_s": round(stats.frames / elapsed),
+        "latency_ms": {
+            "p50": pct(stats.latencies, 0.5),
+            "p99": pct(stats.latencies, 0.99),
+            "max": pct(stats.latencies, 1.0),
+        },
+        "setup_ms": {"p50": pct(stats.setups, 0.5), "p99": pct(stats.setups, 0.99)},
+        "server_cpu_us_per_setup": round(1e6 * setup_cpu / clients),
+        "server_cpu_percent": round(100 * cpu / elapsed, 1),
+        "server_cpu_us_per_frame": round(1e6 * cpu / max(1, stats.frames), 1),
+        "server_cpu_wait_percent": round(100 * wait / elapsed, 1),
+        "server_rss_mb": round(rss_after / 1024, 1),
+        "server_kb_per_connection": round((rss_after - rss_before) / clients, 1),
+        "client_cpu_percent": round(100 * own / elapsed, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--clients", default="100,1000,5000", help="comma-separated client counts")
+    parser.add_argument("--rate", type=int, default=1000, help="snapshots produced per second")
+    parser.add_argument("--per-vendor", type=int, default=10, help="clients per vendor")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per case")
+    parser.add_argument("--connect-concurrency", type=int, default=10, help="clients connecting at once")
+    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+    raise_fd_limit()
+    bootstrap = KafkaSettings().bootstrap
+    console = Console(width=180)
+    try:
+        asyncio.run(asyncio.wait_for(broker_count(bootstrap), 20))
+    except Exception as exc:
+        console.print(
+            f"[red]no Kafka at {bootstrap} ({type(exc).__name__}); run `vendorpulse kafka start` "
+            "or set KAFKA_BOOTSTRAP_SERVERS[/]"
+        )
+        raise SystemExit(2) from exc
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    results = []
+    for clients in (int(c) for c in args.clients.split(",")):
+        console.print(f"{clients} clients, {args.rate} snapshots/s ...")
+        case = Case(clients, args.per_vendor, args.rate, args.seconds, args.connect_concurrency)
+        results.append(run_case(bootstrap, case))
+    table = Table(title=f"fan-out: produce -> client; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    for column in (
+        "clients",
+        "vendors",
+        "frames/s",
+        "latency p50/p99/max ms",
+        "set-up p50/p99 ms",
+        "µs CPU/set-up",
+        "server CPU %",
+        "waiting for CPU %",
+        "µs CPU/frame",
+        "KB/conn",
+        "client CPU %",
+    ):
+        table.add_column(column, justify="right")
+    for r in results:
+        lat, setup = r["latency_ms"], r["setup_ms"]
+        table.add_row(
+            f"{r['clients']:,}",
+            str(r["vendors"]),
+            f"{r['frames_per_s']:,}",
+            f"{lat['p50']} / {lat['p99']} / {lat['max']}",
+            f"{setup['p50']} / {setup['p99']}",
+            str(r["server_cpu_us_per_setup"]),
+            str(r["server_cpu_percent"]),
+            str(r["server_cpu_wait_percent"]),
+            str(r["server_cpu_us_per_frame"]),
+            str(r["server_kb_per_connection"]),
+            str(r["client_cpu_percent"]),
+        )
+    console.print(table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "benchmark": "fanout",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "load_average_at_start": load_at_start,
+        },
+        "warmup_seconds": WARMUP_SECONDS,
+        "results": results,
+    }
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
