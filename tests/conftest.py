@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -40,6 +41,21 @@ def _docker_answers() -> bool:
         return False
 
 
+def _free_base_port(start: int) -> int:
+    """`start`, or the next port pair (client, controller) 100 up that nothing listens on, so two
+    test sessions on one machine each get their own broker."""
+    for base in range(start, start + 2000, 100):
+        if not any(_listening(p) for p in (base, base + 1)):
+            return base
+    raise RuntimeError(f"no free port pair from {start} up; set VENDORPULSE_TEST_KAFKA_PORT")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Bootstrap address of a real Kafka broker for the test session."""
@@ -54,7 +70,9 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from infra.kafka import LocalKafka
 
-    cluster = LocalKafka(nodes=1, base_port=TEST_KAFKA_PORT, state_dir=tmp_path_factory.mktemp("kafka-state"))
+    cluster = LocalKafka(
+        nodes=1, base_port=_free_base_port(TEST_KAFKA_PORT), state_dir=tmp_path_factory.mktemp("kafka-state")
+    )
     cluster.start()
     try:
         yield cluster.bootstrap

@@ -1,0 +1,234 @@
+"""The Faust worker: one agent over `orders` and `inventory` (co-partitioned by vendor), one
+changelog-backed table holding each vendor's fold state, a timer that emits snapshots.
+
+Effectively once, without Kafka transactions (docs/EFFECTIVELY_ONCE.md):
+- the agent reads with manual acks and acknowledges a partition's events only after the table writes
+  that contain them were handed to the producer; Faust flushes the producer before it commits offsets,
+  so a committed offset never runs ahead of the stored state;
+- every stored vendor state carries the input offsets it contains, and input at or below them is
+  skipped, so what Kafka delivers again after a crash or a rebalance is not counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import logging
+import os
+import shutil
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from faust.types import TP, EventT
+
+from infra.topics import Topics, broker_count, ensure_topics, partition_for
+from processors.changelog import VendorLog, restore, split_key
+from processors.fold import Folder, Record
+from processors.settings import WorkerSettings
+from schemas.codec import FastavroCodec
+
+log = logging.getLogger("vendorpulse.worker")
+
+
+def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | None = None) -> faust.App:
+    """The worker app; `partitions` is the input topics' partition count (default: the setting)."""
+    topics = Topics.for_prefix(settings.topic_prefix)
+    partitions = partitions or settings.partitions
+    app = faust.App(
+        app_id(settings),
+        broker=f"kafka://{settings.bootstrap}",
+        store=settings.store_url,
+        datadir=str(data_dir(settings)),
+        autodiscover=False,
+        web_enabled=False,
+        topic_partitions=partitions,
+        topic_replication_factor=replicas,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        table_standby_replicas=0,
+        stream_wait_empty=False,
+        broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 4,
+        processing_guarantee="at_least_once",
+        producer_linger=0.005,  # batch the changelog, snapshot and activity records
+        producer_max_batch_size=512 * 1024,
+        key_serializer="raw",
+        value_serializer="raw",  # keys and values are bytes we encode ourselves
+    )
+    source = app.topic(topics.orders, topics.inventory, key_type=bytes, value_type=bytes)
+    table = app.Table("vendor-state", partitions=partitions, key_type=bytes, value_type=bytes)
+    codec = FastavroCodec()
+    index: dict[str, tuple[int, list[bytes]]] | None = None
+
+    def vendor_index() -> dict[str, tuple[int, list[bytes]]]:
+        """vendor -> (partition, table keys), from one scan of the table after a rebalance."""
+        nonlocal index
+        if index is None:
+            index = {}
+            for key in table:
+                vendor_id, _ = split_key(key)
+                entry = index.get(vendor_id)
+                if entry is None:
+                    entry = index[vendor_id] = (partition_for(vendor_id.encode(), partitions), [])
+                entry[1].append(key)
+        return index
+
+    def load(vendor_id: str, partition: int) -> VendorLog:
+        keys = vendor_index().get(vendor_id, (partition, []))[1]
+        checkpoint = None
+        tails: list[bytes] = []
+        tail_keys: list[bytes] = []
+        for key in keys:
+            value = table.get(key)
+            if value is None:
+                continue
+            if split_key(key)[1] is None:
+                checkpoint = value
+            else:
+                tails.append(value)
+                tail_keys.append(key)
+        state = restore(vendor_id, checkpoint, tails, codec)
+        return VendorLog(
+            state, partition, checkpoint_bytes=len(checkpoint or b""),
+            tail_bytes=sum(map(len, tails)), tail_keys=tail_keys,
+        )  # fmt: skip
+
+    folder = Folder(
+        codec,
+        orders_topic=topics.orders,
+        inventory_topic=topics.inventory,
+        metrics_topic=topics.metrics,
+        activity_topic=topics.activity,
+        dlq_topics={topics.orders: topics.orders_dlq, topics.inventory: topics.inventory_dlq},
+        load=load,
+        period_days=settings.period_days,
+        snapshot_interval_ms=settings.snapshot_interval_ms,
+    )
+    app.folder = folder  # type: ignore[attr-defined]  # for tests and the benchmark's profile
+
+    async def send(records: list[Record]) -> None:
+        for r in records:
+            await app.producer.send(r.topic, r.key, r.value, r.partition, None, list(r.headers) or None)
+
+    @app.agent(source)
+    async def fold(stream: Any) -> None:  # a faust Stream; its type lacks noack_take()
+        # Batches of up to flush_max_events, or whatever arrived within flush_interval_ms: each batch
+        # is folded, its changed vendors written to the table, its outputs sent, then it is acked.
+        interval = settings.flush_interval_ms / 1000
+        async for batch in stream.noack_take(settings.flush_max_events, within=interval):
+            generation = app.consumer_generation_id
+            current = [e for e in batch if e.message.generation_id == generation]  # stale: skip
+            records: list[Record] = []
+            last_of: dict[int, EventT[Any]] = {}
+            for event in current:
+                message = event.message
+                records += folder.handle(
+                    message.topic, message.partition, message.offset, message.key, message.value
+                )
+                last_of[message.partition] = event
+            if app.rebalancing:
+                # Faust has flushed (or is flushing) the producer for the partitions' next owner, who
+                # restores from the changelog; a write now could land after that. Not acked: the
+                # next owner reads these events again.
+                continue
+            for partition, last in last_of.items():
+                write_table(last, folder.flush(partition))
+            if records:
+                await send(records)
+            if app.rebalancing or app.consumer_generation_id != generation:
+                continue  # the writes went out before the rebalance; acks now could be stale
+            for event in current:
+                await stream.ack(event)
+
+    def write_table(context: EventT[Any], writes: list[tuple[bytes, bytes | None]]) -> None:
+        """Write in `context`'s event context, so Faust's changelog and store use its partition."""
+        token = _current_event.set(weakref.ref(context))
+        try:
+            for key, value in writes:
+                if value is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = value
+        finally:
+            _current_event.reset(token)
+
+    @app.timer(max(settings.snapshot_interval_ms, 10) / 1000)
+    async def emit_snapshots() -> None:
+        now_ms = int(time.time() * 1000)
+        records = folder.roll(now_ms, every_vendor) + folder.due_snapshots(now_ms)
+        if records:
+            await send(records)
+
+    def every_vendor() -> list[tuple[str, int]]:
+        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.orders}
+        found = {v: p for v, (p, _) in vendor_index().items()}
+        found.update({v: log.partition for v, log in folder.vendors.items()})
+        return [(v, p) for v, p in found.items() if p in assigned]
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types async receivers too narrowly
+    async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal index
+        revoked: set[TP] = args[0] if args else kwargs["revoked"]
+        # The next owner (maybe us again) starts from the table and the committed offsets; unacked
+        # events are delivered again, so in-memory progress for these partitions is dropped.
+        folder.forget({tp.partition for tp in revoked})
+        index = None
+
+    return app
+
+
+def app_id(settings: WorkerSettings) -> str:
+    return f"{settings.topic_prefix}{settings.app_id}"
+
+
+def data_dir(settings: WorkerSettings) -> Path:
+    from infra.kafka import default_state_dir
+
+    return settings.data_dir or default_state_dir() / "worker" / app_id(settings)
+
+
+def run_worker(settings: WorkerSettings, loglevel: str = "info") -> None:
+    """Create the topics if missing, then run the worker until stopped (Ctrl-C or SIGTERM).
+
+    A RocksDB table store is only trusted after a clean stop: after a crash it may hold writes whose
+    changelog records never reached Kafka, so it is discarded and the table restored from the changelog.
+    """
+    topics = Topics.for_prefix(settings.topic_prefix)
+    marker = data_dir(settings) / "clean-shutdown"
+    tables = data_dir(settings) / "v1" / "tables"
+    if settings.store_url.startswith("rocksdb") and tables.exists() and not marker.exists():
+        log.warning("the last run did not stop cleanly: restoring the table from its changelog")
+        shutil.rmtree(tables)
+    marker.unlink(missing_ok=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+
+    async def prepare() -> tuple[int, int]:
+        counts = await ensure_topics(settings.bootstrap, topics, settings.partitions)
+        return min(3, await broker_count(settings.bootstrap)), counts[topics.orders]
+
+    replicas, partitions = asyncio.run(prepare())
+    app = create_app(settings, replicas, partitions)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    # The start-up spinner sets the root logger to DEBUG so that it spins on every record: every
+    # aiokafka debug() call then builds a LogRecord (about 30 µs an event). No spinner, no cost.
+    worker.spinner = None
+    profile = os.environ.get("VENDORPULSE_PROFILE")  # a path: write a cProfile of the run there
+    profiler = cProfile.Profile() if profile else None
+    try:
+        if profiler:
+            profiler.enable()
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if profiler and profile:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        if exc.code in (0, None):
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        raise

@@ -1,0 +1,162 @@
+"""How a vendor's fold state is kept in the worker's changelog-backed table: keys, values, restore.
+
+Writing the whole state on every change would cost more as the vendor's history grows (its dedupe ids
+grow with every event), so the table holds, per vendor, one *checkpoint* and a short *tail*:
+
+    key  b"<vendor_id>"                        -> checkpoint: `processors.state.dumps(state)`
+    key  b"<vendor_id>\\x00<first_version:016x>" -> tail batch: the raw input messages (Avro single-object
+                                                  bytes, exactly as consumed) of the events the fold
+                                                  accepted since the previous write, and the input
+                                                  offsets after them
+
+A flush writes one tail batch per changed vendor: only new bytes. When a vendor's tail outgrows a
+quarter of its last checkpoint (and at least `MIN_CHECKPOINT_BYTES`), the flush writes a new checkpoint
+and deletes (tombstones) the tail keys, so the write cost per event stays a constant factor of the
+event's own size and a restore re-applies at most a quarter of the state's worth of events.
+
+Restore: `loads(checkpoint)`, then re-apply the tail batches' events in version order with the same
+pure `apply` (deterministic, so the result equals the state that was flushed), and take the offsets of
+the last batch. The offsets say which input is already contained, and are how the worker skips input
+that Kafka delivers again after a crash (see docs/EFFECTIVELY_ONCE.md).
+
+Tail value framing (all integers big-endian): u32 length of a JSON header, the header
+`{"v": first_version, "o": {"topic:partition": offset}}`, then per message a u32 length and its bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+
+from processors.exceptions import StateFormatError
+from processors.metrics import Status, apply
+from processors.state import State, dumps, loads, new_state
+from schemas.codec import Codec
+
+SEP = b"\x00"
+MIN_CHECKPOINT_BYTES = 64 * 1024
+_U32 = struct.Struct(">I")
+
+
+def checkpoint_key(vendor_id: str) -> bytes:
+    return vendor_id.encode()
+
+
+def tail_key(vendor_id: str, first_version: int) -> bytes:
+    return vendor_id.encode() + SEP + b"%016x" % first_version
+
+
+def split_key(key: bytes) -> tuple[str, int | None]:
+    """(vendor_id, first_version of a tail batch, or None for a checkpoint)."""
+    vendor, sep, version = key.partition(SEP)
+    return vendor.decode(), (int(version, 16) if sep else None)
+
+
+@dataclass(frozen=True, slots=True)
+class TailBatch:
+    first_version: int
+    offsets: dict[str, int]
+    messages: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        header = orjson.dumps({"v": self.first_version, "o": self.offsets}, option=orjson.OPT_SORT_KEYS)
+        parts = [_U32.pack(len(header)), header]
+        for message in self.messages:
+            parts += (_U32.pack(len(message)), message)
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, data: bytes) -> TailBatch:
+        try:
+            (size,) = _U32.unpack_from(data, 0)
+            header = orjson.loads(data[4 : 4 + size])
+            pos = 4 + size
+            messages = []
+            while pos < len(data):
+                (n,) = _U32.unpack_from(data, pos)
+                messages.append(data[pos + 4 : pos + 4 + n])
+                pos += 4 + n
+            if pos != len(data):
+                raise ValueError("a message runs past the end")
+            return cls(int(header["v"]), {str(k): int(v) for k, v in header["o"].items()}, tuple(messages))
+        except (struct.error, ValueError, KeyError, TypeError) as exc:
+            raise StateFormatError(f"unreadable tail batch: {exc}") from exc
+
+
+def restore(vendor_id: str, checkpoint: bytes | None, tails: Iterable[bytes], codec: Codec) -> State:
+    """The vendor's state from its checkpoint and tail batches (in any order)."""
+    state = loads(checkpoint) if checkpoint is not None else new_state(vendor_id)
+    batches = sorted((TailBatch.decode(t) for t in tails), key=lambda b: b.first_version)
+    for batch in batches:
+        if batch.first_version > state.version:
+            raise StateFormatError(
+                f"{vendor_id}: the changelog lacks versions {state.version}..{batch.first_version - 1} "
+                "(a tail batch is missing); the stored state cannot be trusted"
+            )
+        for i, message in enumerate(batch.messages):
+            if batch.first_version + i < state.version:
+                continue  # already in the checkpoint (its tail's tombstone was lost with a crash)
+            outcome = apply(state, codec.decode(message, validate=False))
+            if outcome.status is not Status.APPLIED:
+                raise StateFormatError(
+                    f"tail batch of {vendor_id} at version {batch.first_version} did not re-apply: "
+                    f"{outcome.reason}"
+                )
+        for source, offset in batch.offsets.items():  # offsets only grow: a stale batch cannot regress them
+            state.offsets[source] = max(offset, state.offsets.get(source, -1))
+    return state
+
+
+@dataclass
+class VendorLog:
+    """What the worker has in memory for one vendor besides its state: the unflushed tail."""
+
+    state: State
+    partition: int
+    checkpoint_bytes: int = 0
+    tail_bytes: int = 0
+    tail_keys: list[bytes] | None = None
+    pending: list[bytes] | None = None
+    pending_from: int = 0
+    offsets_dirty: bool = False
+    force_checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        self.tail_keys = self.tail_keys or []
+        self.pending = self.pending or []
+
+    def accepted(self, message: bytes, version_before: int) -> None:
+        assert self.pending is not None
+        if not self.pending:
+            self.pending_from = version_before
+        self.pending.append(message)
+        self.offsets_dirty = True
+
+    def flush(self, force_checkpoint: bool = False) -> list[tuple[bytes, bytes | None]]:
+        """The table writes that make the stored state equal the in-memory one; resets the tail."""
+        assert self.pending is not None
+        assert self.tail_keys is not None
+        if not (self.offsets_dirty or force_checkpoint):
+            return []
+        vendor = self.state.vendor_id
+        pending_bytes = sum(len(m) for m in self.pending)
+        if force_checkpoint or self.tail_bytes + pending_bytes > max(
+            MIN_CHECKPOINT_BYTES, self.checkpoint_bytes // 4
+        ):
+            data = dumps(self.state)
+            writes: list[tuple[bytes, bytes | None]] = [(checkpoint_key(vendor), data)]
+            writes += [(key, None) for key in self.tail_keys]
+            self.checkpoint_bytes, self.tail_bytes, self.tail_keys = len(data), 0, []
+        else:
+            first = self.pending_from if self.pending else self.state.version
+            key = tail_key(vendor, first)
+            value = TailBatch(first, dict(self.state.offsets), tuple(self.pending)).encode()
+            writes = [(key, value)]
+            self.tail_keys.append(key)
+            self.tail_bytes += len(value)
+        self.pending = []
+        self.offsets_dirty = False
+        return writes

@@ -1,0 +1,43 @@
+"""Settings of `vendorpulse worker`, from the environment (contract §1 plus the worker's own knobs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from infra.settings import KafkaSettings
+
+
+class WorkerSettings(KafkaSettings):
+    app_id: str = Field(default="vendorpulse-worker", description="consumer group and table namespace")
+    snapshot_interval_ms: int = Field(
+        default=50, ge=0, description="at most one snapshot per vendor per interval"
+    )
+    flush_interval_ms: int = Field(
+        default=20, ge=1, description="a batch is folded, written to the table and acked at least this often"
+    )
+    flush_max_events: int = Field(default=2000, ge=1, description="flush a partition after this many events")
+    session_timeout_s: float = Field(
+        default=10.0, ge=6.0, description="a crashed worker's partitions move after this long"
+    )
+    store: str = Field(
+        default="auto", description="rocksdb, memory, or auto (rocksdb where rocksdict imports)"
+    )
+    data_dir: Path | None = Field(
+        default=None, description="local table store (default: .vendorpulse/worker)"
+    )
+
+    @property
+    def store_url(self) -> str:
+        if self.store == "auto":
+            try:
+                import rocksdict  # noqa: F401
+            except ImportError:
+                return "memory://"
+            return "rocksdb://"
+        return f"{self.store}://"
+
+
+def worker_settings() -> WorkerSettings:
+    return WorkerSettings()

@@ -1,0 +1,121 @@
+"""Fixtures for tests that run real worker processes against the session's Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from infra.topics import Topics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class WorkerProcess:
+    """`vendorpulse worker` as a child process with its own data dir and log file."""
+
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    logs: list[Path] = field(default_factory=list)
+
+    def start(self) -> WorkerProcess:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.starts += 1
+        path = self.log_path.with_suffix(f".{self.starts}.log")
+        self.logs.append(path)
+        with path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "infra", "worker", "--loglevel", "warning"],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=60)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-4000:] for p in self.logs)
+
+
+@pytest.fixture
+def make_worker(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    workers: list[WorkerProcess] = []
+    prefix = topics.orders.removesuffix("orders")
+
+    def make(name: str = "w1", **settings: str) -> WorkerProcess:
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "VENDORPULSE_TOPIC_PREFIX": prefix,
+            "VENDORPULSE_DATA_DIR": str(tmp_path / f"data-{name}"),
+            **{f"VENDORPULSE_{k.upper()}": v for k, v in settings.items()},
+        }
+        worker = WorkerProcess(env, tmp_path / f"worker-{name}")
+        workers.append(worker)
+        return worker
+
+    yield make
+    for worker in workers:
+        if worker.alive():
+            worker.kill(signal.SIGTERM)
+
+
+async def read_topic(
+    bootstrap: str, topic: str, idle_ms: int = 1500
+) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+    """Every record of `topic` from the start, until nothing new arrives for `idle_ms`."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    out = []
+    try:
+        while batch := await consumer.getmany(timeout_ms=idle_ms):
+            out += [(r.key, r.value, list(r.headers)) for rs in batch.values() for r in rs]
+    finally:
+        await consumer.stop()
+    return out
+
+
+def latest_snapshots(bootstrap: str, topic: str) -> dict[str, dict[str, object]]:
+    latest: dict[str, dict[str, object]] = {}
+    for key, value, _ in asyncio.run(read_topic(bootstrap, topic, idle_ms=800)):
+        assert key is not None
+        assert value is not None
+        snap = orjson.loads(value)
+        vendor = key.decode()
+        if vendor not in latest or snap["version"] >= latest[vendor]["version"]:  # type: ignore[operator]
+            latest[vendor] = snap
+    return latest
+
+
+def wait_until(
+    check: Callable[[], bool], within: float, what: str, worker: WorkerProcess | None = None
+) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    detail = f"\nworker output:\n{worker.output()}" if worker else ""
+    raise AssertionError(f"timed out after {within:.0f}s waiting for {what}{detail}")

@@ -1,0 +1,225 @@
+"""The worker against a real broker: its snapshots equal the independent reference over the log,
+after SIGKILLs at random moments and with two workers sharing the partitions; bad input lands in the DLQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from itertools import islice
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from infra.simulate import EventGenerator, SimConfig
+from infra.topics import Topics
+from schemas.codec import FastavroCodec
+from schemas.events import Event, OrderCancelled, OrderItem, OrderPlaced, ProductUpserted
+from schemas.exceptions import CodecError
+from tests.integration.conftest import WorkerProcess, latest_snapshots, read_topic, wait_until
+from tests.unit.reference import accepted_events, reference_snapshot
+
+DAY = 86_400_000
+codec = FastavroCodec()
+Message = tuple[str, bytes, bytes]  # topic, key, value
+
+
+def history(
+    topics: Topics, n: int, seed: int = 5, vendors: int = 4
+) -> tuple[list[Message], list[tuple[str, Event]]]:
+    """n simulated events spread over the last 45 days, plus the hard cases of contract §4:
+    re-sent events (same event_id), a second placement of an order_id, a cancellation before its order,
+    orders dated in the future, and one in another currency (rejected)."""
+    now = int(time.time() * 1000)
+    config = SimConfig(
+        vendors=vendors, products=12, customers=60, seed=seed, start_ms=now - 45 * DAY, step_ms=45 * DAY // n
+    )
+    rng = random.Random(seed)
+    events: list[tuple[str, Event]] = list(islice(EventGenerator(config), n))
+    extra: list[tuple[str, Event]] = []
+    for kind, event in rng.sample(events, 40):  # duplicates by event_id, re-sent later in the log
+        extra.append((kind, event))
+    orders = [e for _, e in events if isinstance(e, OrderPlaced)]
+    for order in rng.sample(orders, 5):  # same order_id again with another event_id: ignored
+        extra.append(
+            ("orders", dataclasses.replace(order, event_id=f"again-{order.event_id}", total=order.total + 1))
+        )
+    item = OrderItem("v001-p0001", "Books", 2, 1500)
+    early = OrderCancelled("cancel-first", now - DAY, "vendor-001", "late-order", "customer request")
+    late = OrderPlaced(
+        "late-order-evt", now - 2 * DAY, "vendor-001", "late-order", "cust-x", "EUR", 3000, (item,)
+    )
+    future = OrderPlaced(
+        "future-evt", now + 3 * DAY, "vendor-002", "future-order", "cust-y", "USD", 9000, (item,)
+    )
+    wrong_currency = OrderPlaced("fx-evt", now - DAY, "vendor-001", "fx-order", "cust-z", "JPY", 100, (item,))
+    extra += [("orders", early), ("orders", late), ("orders", future), ("orders", wrong_currency)]
+    log = events + extra
+    topic_of = {"orders": topics.orders, "inventory": topics.inventory}
+    messages = [(topic_of[kind], e.vendor_id.encode(), codec.encode(e)) for kind, e in log]
+    return messages, [(topic_of[kind], e) for kind, e in log]
+
+
+async def send(bootstrap: str, messages: list[Message], rate: float = 0.0) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+        started = time.monotonic()
+        for i, (topic, key, value) in enumerate(messages):
+            await producer.send(topic, value=value, key=key)
+            if rate and i % 50 == 0:
+                await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def expected_at(log: list[tuple[str, Event]], topics: Topics, vendor: str, as_of: int) -> dict[str, object]:
+    # Each topic's events in their own log order; orders and inventory events never affect each
+    # other's figures, so their interleaving across the two topics does not matter.
+    of_vendor = [
+        e
+        for t in (topics.orders, topics.inventory)
+        for topic, e in log
+        if topic == t and e.vendor_id == vendor
+    ]
+    return reference_snapshot(of_vendor, vendor, as_of, 30)
+
+
+def log_in_kafka(bootstrap: str, topics: Topics) -> list[tuple[str, Event]]:
+    """The input as the broker holds it: each partition in offset order (the contract's log order)."""
+    out: list[tuple[str, Event]] = []
+    for topic in (topics.orders, topics.inventory):
+        for key, value, _ in asyncio.run(read_topic(bootstrap, topic)):
+            try:
+                event = codec.decode(value or b"", validate=False)
+            except CodecError:
+                continue  # poison: the reference never sees it, as the fold must not
+            if key == event.vendor_id.encode():  # a record keyed otherwise is dead-lettered
+                out.append((topic, event))
+    return out
+
+
+def assert_converges(
+    bootstrap: str, topics: Topics, sent: list[tuple[str, Event]], worker: WorkerProcess, within: float = 90
+) -> None:
+    log = log_in_kafka(bootstrap, topics)
+    assert not Counter(e.event_id for _, e in sent) - Counter(e.event_id for _, e in log)  # all in Kafka
+    vendors = sorted({e.vendor_id for _, e in log})
+    final = {v: expected_at(log, topics, v, int(time.time() * 1000))["version"] for v in vendors}
+    latest: dict[str, dict[str, object]] = {}
+
+    def caught_up() -> bool:
+        latest.update(latest_snapshots(bootstrap, topics.metrics))
+        return all(latest.get(v, {}).get("version") == final[v] for v in vendors)
+
+    wait_until(caught_up, within, "every vendor's snapshot to reach its final version", worker)
+    for vendor in vendors:
+        snap = latest[vendor]
+        as_of = int(datetime.fromisoformat(str(snap["asOf"]).replace("Z", "+00:00")).timestamp() * 1000)
+        expected = expected_at(log, topics, vendor, as_of)
+        differing = {
+            k: {"worker": snap.get(k), "reference": expected.get(k)}
+            for k in expected
+            if snap.get(k) != expected[k]
+        }
+        assert not differing, f"{vendor} at {snap['asOf']}: {differing}"
+
+
+def test_snapshots_equal_the_reference_over_the_log(
+    kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess]
+) -> None:
+    messages, log = history(topics, 3000)
+    asyncio.run(send(kafka_bootstrap, messages))
+    worker = make_worker().start()
+    assert_converges(kafka_bootstrap, topics, log, worker)
+    # every accepted order was announced on vendor-activity, once (no crash in this run)
+    activity = asyncio.run(read_topic(kafka_bootstrap, topics.activity))
+    announced = sorted(orjson.loads(value)["eventId"] for _, value, _ in activity if value)
+    accepted = sorted(
+        e.event_id
+        for vendor in {e.vendor_id for _, e in log}
+        for e in accepted_events([e for _, e in log], vendor)[0]
+        if isinstance(e, OrderPlaced)
+    )
+    assert announced == accepted
+    # the order in JPY for a EUR vendor was rejected to the DLQ, with the reason
+    dlq = asyncio.run(read_topic(kafka_bootstrap, topics.orders_dlq))
+    assert [dict(h)["vp.error.code"] for _, _, h in dlq] == [b"invalid_event"]
+    assert b"currency" in dict(dlq[0][2])["vp.error.message"]
+
+
+def test_killed_three_times_mid_stream_still_exact(
+    kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess]
+) -> None:
+    messages, log = history(topics, 6000, seed=9)
+    worker = make_worker(flush_interval_ms="100").start()
+    producer = threading.Thread(target=lambda: asyncio.run(send(kafka_bootstrap, messages, rate=400)))
+    producer.start()
+    rng = random.Random(1)
+    kills = 0
+    while producer.is_alive() or kills < 3:
+        time.sleep(rng.uniform(2.0, 6.0))
+        if kills < 3:
+            assert worker.alive(), worker.output()
+            worker.kill(signal.SIGKILL)
+            kills += 1
+            worker.start()
+    producer.join()
+    assert kills == 3
+    assert_converges(kafka_bootstrap, topics, log, worker, within=120)
+
+
+def test_two_workers_share_partitions_and_one_leaves(
+    kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess]
+) -> None:
+    messages, log = history(topics, 4000, seed=13, vendors=8)
+    first = make_worker("a").start()
+    second = make_worker("b").start()
+    producer = threading.Thread(target=lambda: asyncio.run(send(kafka_bootstrap, messages, rate=500)))
+    producer.start()
+    time.sleep(6)
+    second.kill(signal.SIGTERM)  # leaves: its partitions move to the first worker
+    producer.join()
+    assert_converges(kafka_bootstrap, topics, log, first, within=120)
+
+
+def test_poison_messages_go_to_the_dlq_and_the_stream_continues(
+    kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess]
+) -> None:
+    messages, log = history(topics, 600, seed=21)
+    fresh = ProductUpserted("fresh", int(time.time() * 1000), "vendor-001", "p-new", "Lamp", "Home", True)
+    good = codec.encode(fresh)  # bytes no valid message of the log shares
+    item = OrderItem("p", "Books", -3, 100)
+    negative = codec.encode(
+        OrderPlaced("neg", int(time.time() * 1000), "vendor-001", "neg-o", "c", "EUR", 0, (item,))
+    )
+    poison = [
+        (topics.orders, b"vendor-001", bytes(random.Random(3).getrandbits(8) for _ in range(40))),
+        (topics.orders, b"vendor-001", b"\xc3\x01" + b"\x00" * 8 + good[10:]),  # unknown fingerprint
+        (topics.inventory, b"vendor-002", good[: len(good) // 2]),  # truncated body
+        (topics.orders, b"vendor-001", negative),  # schema-valid, breaks a rule
+        (topics.orders, b"", good),  # no vendor key
+    ]
+    half = len(messages) // 2
+    asyncio.run(send(kafka_bootstrap, messages[:half] + poison + messages[half:]))
+    worker = make_worker().start()
+    assert_converges(kafka_bootstrap, topics, log, worker)
+    dead = asyncio.run(read_topic(kafka_bootstrap, topics.orders_dlq)) + asyncio.run(
+        read_topic(kafka_bootstrap, topics.inventory_dlq)
+    )
+    by_value = {value: dict(headers) for _, value, headers in dead}
+    for topic, _, value in poison:
+        headers = by_value[value]  # the original bytes, unchanged
+        assert headers["vp.source.topic"] == topic.encode()
+        assert int(headers["vp.source.offset"]) >= 0
+    codes = [by_value[value]["vp.error.code"].decode() for _, _, value in poison]
+    assert codes == ["bad_marker", "unknown_fingerprint", "truncated_body", "invalid_event", "bad_key"]
+    assert worker.alive()  # never restarted, never crashed

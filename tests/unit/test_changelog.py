@@ -1,0 +1,101 @@
+"""The worker's table layout: checkpoints plus tail batches restore exactly the state that was flushed."""
+
+from __future__ import annotations
+
+import random
+import time
+from itertools import islice
+
+import pytest
+
+from infra.simulate import EventGenerator, SimConfig
+from processors.changelog import MIN_CHECKPOINT_BYTES, TailBatch, VendorLog, restore, split_key, tail_key
+from processors.exceptions import StateFormatError
+from processors.metrics import apply, snapshot
+from processors.state import dumps, new_state
+from schemas.codec import FastavroCodec
+
+codec = FastavroCodec()
+NOW = int(time.time() * 1000)
+
+
+def vendor_messages(n: int, seed: int = 1) -> list[bytes]:
+    config = SimConfig(
+        vendors=1, products=15, customers=40, seed=seed, start_ms=NOW - 10 * 86_400_000, step_ms=60_000
+    )
+    return [codec.encode(e) for _, e in islice(EventGenerator(config), n)]
+
+
+def replay_into_table(messages: list[bytes], rng: random.Random) -> tuple[VendorLog, dict[bytes, bytes]]:
+    """Fold messages, flushing at random points into a dict that plays the compacted table."""
+    log = VendorLog(new_state("vendor-001"), partition=0)
+    table: dict[bytes, bytes] = {}
+    for offset, message in enumerate(messages):
+        version = log.state.version
+        apply(log.state, codec.decode(message))
+        log.state.offsets["orders:0"] = offset
+        log.accepted(message, version)
+        if rng.random() < 0.1:
+            for key, value in log.flush(force_checkpoint=rng.random() < 0.05):
+                if value is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = value
+    for key, value in log.flush():
+        if value is not None:
+            table[key] = value
+    return log, table
+
+
+def restored(table: dict[bytes, bytes]):  # type: ignore[no-untyped-def]
+    checkpoint = table.get(b"vendor-001")
+    tails = [v for k, v in table.items() if split_key(k)[1] is not None]
+    return restore("vendor-001", checkpoint, tails, codec)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_restore_gives_back_the_flushed_state(seed: int) -> None:
+    log, table = replay_into_table(vendor_messages(3000, seed), random.Random(seed))
+    state = restored(table)
+    assert dumps(state) == dumps(log.state)
+    assert snapshot(state, NOW, 30) == snapshot(log.state, NOW, 30)
+    assert state.offsets == {"orders:0": 2999}
+
+
+def test_checkpoints_keep_the_tail_short() -> None:
+    _, table = replay_into_table(vendor_messages(6000), random.Random(7))
+    tail_bytes = sum(len(v) for k, v in table.items() if split_key(k)[1] is not None)
+    checkpoint = table[b"vendor-001"]
+    assert tail_bytes <= max(MIN_CHECKPOINT_BYTES, len(checkpoint) // 4) + 64 * 1024
+    # the table holds far less than one checkpoint per flush would have written
+    assert len(table) < 200
+
+
+def test_a_stale_tail_left_by_a_lost_tombstone_is_ignored() -> None:
+    messages = vendor_messages(400)
+    log, table = replay_into_table(messages, random.Random(3))
+    for key, value in log.flush(force_checkpoint=True):
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+    assert list(table) == [b"vendor-001"]  # a checkpoint, and every tail tombstoned
+    stale = TailBatch(0, {"orders:0": 5}, tuple(messages[:6]))  # its tombstone was lost in a crash
+    table[tail_key("vendor-001", 0)] = stale.encode()
+    state = restored(table)
+    assert dumps(state) == dumps(log.state)
+    assert state.offsets == {"orders:0": 399}
+
+
+def test_a_missing_tail_batch_is_an_error_not_a_silent_gap() -> None:
+    messages = vendor_messages(50)
+    later = TailBatch(20, {"orders:0": 49}, tuple(messages[20:]))
+    with pytest.raises(StateFormatError, match=r"lacks versions 0\.\.19"):
+        restore("vendor-001", None, [later.encode()], codec)
+
+
+def test_tail_batch_round_trip_and_bad_bytes() -> None:
+    batch = TailBatch(7, {"orders:3": 11, "inventory:3": 4}, (b"\xc3\x01abc", b"", b"x" * 1000))
+    assert TailBatch.decode(batch.encode()) == batch
+    with pytest.raises(StateFormatError):
+        TailBatch.decode(batch.encode()[:-3])

@@ -1,0 +1,141 @@
+"""The worker's per-message logic without Kafka: DLQ records, redelivery, snapshots, coalescing."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from processors.changelog import VendorLog
+from processors.fold import Folder
+from processors.state import new_state
+from schemas.codec import FastavroCodec
+from schemas.events import InventoryAdjusted, OrderItem, OrderPlaced, ProductUpserted
+
+codec = FastavroCodec()
+NOW = int(time.time() * 1000)
+DLQ = {"orders": "orders.dlq", "inventory": "inventory.dlq"}
+
+
+def make_folder(interval_ms: int = 50) -> Folder:
+    return Folder(
+        codec, orders_topic="orders", inventory_topic="inventory", metrics_topic="vendor-metrics",
+        activity_topic="vendor-activity", dlq_topics=DLQ, load=lambda v, p: VendorLog(new_state(v), p),
+        snapshot_interval_ms=interval_ms,
+    )  # fmt: skip
+
+
+def order(
+    event_id: str = "e1", order_id: str = "o1", currency: str = "EUR", quantity: int = 2
+) -> OrderPlaced:
+    return OrderPlaced(
+        event_id,
+        NOW - 1000,
+        "v1",
+        order_id,
+        "c1",
+        currency,
+        2 * 500,
+        (OrderItem("p1", "Books", quantity, 500),),
+    )
+
+
+def test_an_order_is_applied_announced_and_snapshotted() -> None:
+    folder = make_folder()
+    out = folder.handle("orders", 2, 10, b"v1", codec.encode(order()))
+    assert [r.topic for r in out] == ["vendor-activity"]
+    assert orjson.loads(out[0].value or b"")["orderId"] == "o1"
+    (snap,) = folder.due_snapshots(NOW)
+    body = orjson.loads(snap.value or b"")
+    assert (snap.key, body["version"], body["metrics"]["revenue"]["current"]) == (b"v1", 1, 1000)
+    assert folder.due_snapshots(NOW + 1000) == []  # nothing changed since
+
+
+def test_redelivered_offsets_are_skipped() -> None:
+    folder = make_folder()
+    folder.handle("orders", 0, 5, b"v1", codec.encode(order()))
+    assert folder.handle("orders", 0, 5, b"v1", codec.encode(order("e2", "o2"))) == []
+    assert folder.vendors["v1"].state.version == 1
+    assert folder.stats.redelivered == 1
+    folder.handle("orders", 0, 6, b"v1", codec.encode(order("e2", "o2")))
+    assert folder.vendors["v1"].state.version == 2
+
+
+def test_bad_input_becomes_dlq_records_with_reasons() -> None:
+    folder = make_folder()
+    good = codec.encode(order())
+    cases = {
+        "bad_marker": ("orders", b"v1", b"garbage"),
+        "unknown_fingerprint": ("orders", b"v1", b"\xc3\x01" + b"\x01" * 8 + good[10:]),
+        "invalid_event": ("orders", b"v1", codec.encode(order("e9", "o9", quantity=-1))),
+        "wrong_topic": ("inventory", b"v1", good),
+        "bad_key": ("orders", b"\xff\xfe", good),
+    }
+    for offset, (code, (topic, key, value)) in enumerate(cases.items()):
+        (record,) = folder.handle(topic, 1, offset, key, value)
+        headers = dict(record.headers)
+        assert record.topic == DLQ[topic]
+        assert (record.key, record.value) == (key, value)  # original bytes, unchanged
+        assert headers["vp.error.code"] == code.encode()
+        assert headers["vp.source.offset"] == str(offset).encode()
+        assert headers["vp.source.topic"] == topic.encode()
+    assert folder.stats.dead_lettered == len(cases)
+
+
+def test_snapshots_coalesce_per_vendor_interval() -> None:
+    folder = make_folder(interval_ms=50)
+    folder.handle(
+        "inventory",
+        0,
+        0,
+        b"v1",
+        codec.encode(ProductUpserted("u1", NOW - 5, "v1", "p1", "Pen", "Office", True)),
+    )
+    assert len(folder.due_snapshots(NOW)) == 1
+    folder.handle("inventory", 0, 1, b"v1", codec.encode(InventoryAdjusted("a1", NOW - 4, "v1", "p1", 3)))
+    assert folder.due_snapshots(NOW + 10) == []  # within 50 ms of the last one: held back
+    (late,) = folder.due_snapshots(NOW + 60)
+    assert orjson.loads(late.value or b"")["metrics"]["products"] == {
+        "total": 1,
+        "active": 1,
+        "lowStock": 1,
+        "outOfStock": 0,
+    }
+
+
+def test_flush_writes_only_changed_vendors_of_the_partition() -> None:
+    folder = make_folder()
+    folder.handle("orders", 0, 0, b"v1", codec.encode(order()))
+    assert folder.flush(1) == []
+    writes = folder.flush(0)
+    assert [k.split(b"\x00")[0] for k, _ in writes] == [b"v1"]
+    assert folder.flush(0) == []
+
+
+def test_at_utc_midnight_every_vendor_is_re_emitted_as_of_the_new_day() -> None:
+    day = 86_400_000
+    midnight = (NOW // day + 1) * day
+    folder = make_folder()
+    placed = OrderPlaced(
+        "e1", midnight - 29 * day - 1, "v1", "o1", "c1", "EUR", 700, (OrderItem("p1", "Books", 1, 700),)
+    )
+    folder.handle("orders", 0, 0, b"v1", codec.encode(placed))
+    folder.due_snapshots(midnight - 1)
+    assert folder.roll(midnight - 1, lambda: [("v1", 0)]) == []  # first tick: learns the day
+    before = snapshot_of(folder.snapshot_record(folder.vendors["v1"], midnight - 1).value)
+    (after,) = folder.roll(midnight + 5, lambda: [("v1", 0)])
+    body = snapshot_of(after.value)
+    assert body["asOf"].endswith("00:00:00.005Z")
+    # the order was on the first day of the 30-day window; at midnight it moves to the previous one
+    assert before["metrics"]["revenue"] == {"current": 700, "previous": 0, "trend": "up", "percentage": None}
+    assert body["metrics"]["revenue"] == {
+        "current": 0,
+        "previous": 700,
+        "trend": "down",
+        "percentage": -100.0,
+    }
+    assert folder.flush(0)[0][0] == b"v1"  # pruned state is checkpointed at the next flush
+
+
+def snapshot_of(value: bytes | None) -> dict:  # type: ignore[type-arg]
+    return orjson.loads(value or b"")
