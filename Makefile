@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SIM_ARGS ?= --vendors 5 --rate 200 --duration 60
+UP_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lint test test-unit test-integration run kafka kafka-stop bench clean
@@ -41,10 +41,8 @@ kafka: $(STAMP) ## start the local Kafka broker (localhost:9092) and create the 
 kafka-stop: $(STAMP) ## stop the local Kafka broker (data is kept in .vendorpulse/)
 	$(BIN)/vendorpulse kafka stop
 
-run: kafka ## local Kafka, the worker, and simulated events flowing (SIM_ARGS=...); Ctrl-C stops
-	@$(BIN)/vendorpulse worker --loglevel warning & worker=$$!; \
-	trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
-	$(BIN)/vendorpulse simulate $(SIM_ARGS)
+run: $(STAMP) ## everything: local Kafka, topics, worker, API, simulator; prints the dashboard URL; Ctrl-C stops
+	$(BIN)/vendorpulse up $(UP_ARGS)
 
 bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json
 	$(BIN)/python -m bench.codec

@@ -15,17 +15,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import Verifier
 from api.broadcast import Broadcaster
+from api.dashboard import mount_dashboard
 from api.hub import Hub
 from api.kafka import Feed
-from api.routes import PREFIX, router
+from api.protocol import WS_PATH
+from api.resume import Replayer
+from api.routes import router
 from api.session import TOKEN_SCOPE_KEY, Services, serve
 from api.settings import ApiSettings, api_settings
 from api.tasks import cancel_and_wait
 from api.telemetry import Telemetry
 from processors.metrics import snapshot
 from processors.state import new_state
-
-WS_PATH = f"{PREFIX}/ws/vendor/analytics"
 
 DESCRIPTION = """Live vendor analytics. HTTP routes below; the WebSocket protocol
 (`WS /api/v1/analytics/ws/vendor/analytics?token=<jwt>&vendor_id=<id>`) is described in docs/API.md
@@ -63,8 +64,9 @@ def create_app(settings: ApiSettings | None = None, *, kafka: bool = True) -> Fa
         return snapshot(new_state(vendor_id), int(time.time() * 1000), settings.period_days)
 
     hub = Hub(telemetry, zero)
-    services = Services(settings, Verifier(settings), hub, telemetry)
     feed = Feed(settings, hub, telemetry) if kafka else None
+    replayer = Replayer(settings) if kafka else None
+    services = Services(settings, Verifier(settings), hub, telemetry, feed, replayer)
     if feed is None:
         hub.caught_up = True
     telemetry.ready.set_function(lambda: float(feed.ready if feed is not None else hub.caught_up))
@@ -80,6 +82,8 @@ def create_app(settings: ApiSettings | None = None, *, kafka: bool = True) -> Fa
         finally:
             await cancel_and_wait(*tasks)
             await broadcaster.stop()
+            if replayer is not None:
+                await replayer.stop()
 
     app = FastAPI(title="vendorpulse API", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
@@ -88,6 +92,7 @@ def create_app(settings: ApiSettings | None = None, *, kafka: bool = True) -> Fa
     app.state.feed = feed
     app.state.broadcaster = broadcaster
     app.include_router(router)
+    mount_dashboard(app)
 
     @app.websocket(WS_PATH)
     async def vendor_analytics(websocket: WebSocket) -> None:

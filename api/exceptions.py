@@ -21,3 +21,20 @@ class BadMessageError(ApiError):
 
 class BroadcastError(ApiError):
     """A test broadcast could not be written to Kafka (HTTP 503)."""
+
+
+class ClientError(ApiError):
+    """Root of the errors of the Python client (`api.client`)."""
+
+
+class ReconnectFailedError(ClientError):
+    """Every connection attempt failed, up to the client's `max_attempts`; the message gives the last cause."""
+
+
+class ServerRefusedError(ClientError):
+    """The server closed with a code that reconnecting cannot fix (4000, 4003, or 4001 without a way to
+    get a new token)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"server closed the connection with {code} ({reason})")
+        self.code = code

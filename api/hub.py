@@ -6,7 +6,9 @@ queue and wake the writer. The queue is bounded and keeps:
 - control frames (connection_status, ping, pong, error, then the close) first, in order;
 - one snapshot slot holding only the newest snapshot (a slow client gets the latest state, not a
   backlog); a snapshot older than the one last sent is never sent, so versions never go back;
-- at most `send_queue_size` other frames (new_order, broadcasts); the oldest are dropped and counted.
+- at most `send_queue_size` other frames (new_order, broadcasts); the oldest are dropped and counted;
+- while a connection resumes (`api.resume`), its live `new_order` frames are held aside and then
+  queued behind the replayed ones, so the client gets each record once and in offset order.
 A socket that stops draining blocks only its own writer (uvicorn's flow control pauses `send`).
 
 Snapshots are held as the JSON bytes read from Kafka and spliced into frames without re-encoding:
@@ -50,6 +52,9 @@ class _Pending:
     version: int = -1
 
 
+Position = tuple[int, int]  # (partition, offset) of a vendor-activity record
+
+
 class Connection:
     """One client socket as the hub sees it."""
 
@@ -67,6 +72,10 @@ class Connection:
         self._control: deque[_Pending] = deque()
         self._snapshot: _Pending | None = None
         self._events: deque[_Pending] = deque()
+        self._replayed: deque[_Pending] = deque()  # resumed notifications: sent before `_events`
+        self._held: deque[tuple[Position, _Pending]] | None = None  # live ones while resuming
+        self._hold_limit = 0
+        self._floor: Position | None = None  # activity at or below it was replayed: never send again
         self._queue_size = queue_size
         self._waiter: asyncio.Future[None] | None = None  # set while the writer is idle
         self._close_with = (int(Close.NORMAL), "")
@@ -93,12 +102,38 @@ class Connection:
         self._snapshot = _Pending(kind.value, text, time.monotonic(), version)
         self._wake()
 
-    def event(self, kind: Out, text: str) -> None:
+    def event(self, kind: Out, text: str, position: Position | None = None) -> None:
         if self.state is not State.OPEN:
+            return
+        if position is not None and self._floor is not None and _covered(position, self._floor):
+            return
+        if self._held is not None and position is not None:
+            if len(self._held) >= self._hold_limit:
+                self._telemetry.dropped.labels(self._held.popleft()[1].kind).inc()
+            self._held.append((position, _Pending(kind.value, text, time.monotonic())))
             return
         if len(self._events) >= self._queue_size:
             self._telemetry.dropped.labels(self._events.popleft().kind).inc()
         self._events.append(_Pending(kind.value, text, time.monotonic()))
+        self._wake()
+
+    def hold(self, limit: int) -> None:
+        """Keep live activity frames aside (at most `limit`, oldest dropped) until `release`."""
+        self._held = deque()
+        self._hold_limit = limit
+
+    def release(self, replayed: list[tuple[Out, str]], after: Position | None) -> None:
+        """Queue `replayed` (in order), then the held frames whose position is past `after` (the ones
+        at or before it are in `replayed` already), and deliver live frames past it directly again."""
+        held, self._held = self._held or deque(), None
+        self._floor = after
+        if self.state is not State.OPEN:
+            return
+        now = time.monotonic()
+        self._replayed.extend(_Pending(kind.value, text, now) for kind, text in replayed)
+        for position, pending in held:
+            if after is None or not _covered(position, after):
+                self._replayed.append(pending)
         self._wake()
 
     def close(self, code: Close, reason: str, error: str | None = None) -> None:
@@ -129,6 +164,8 @@ class Connection:
         if self._snapshot is not None:
             pending, self._snapshot = self._snapshot, None
             return pending
+        if self._replayed:
+            return self._replayed.popleft()
         if self._events:
             return self._events.popleft()
         return None
@@ -156,6 +193,10 @@ class Connection:
                     self._waiter = None
         finally:
             self.state = State.CLOSED
+
+
+def _covered(position: Position, floor: Position) -> bool:
+    return position[0] == floor[0] and position[1] <= floor[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,12 +277,14 @@ class Hub:
         """A tombstone on the compacted topic: the vendor's snapshot is gone."""
         self.snapshots.pop(vendor_id, None)
 
-    def publish_event(self, vendor_id: str, kind: Out, data: Any) -> None:
+    def publish_event(self, vendor_id: str, kind: Out, data: Any, position: Position | None = None) -> None:
+        """An event frame to the vendor's connections; `position` (a vendor-activity record's) lets a
+        resuming connection tell it apart from the records it replays."""
         conns = self.connections.get(vendor_id)
         if conns:
             text = frame(kind, data)
             for conn in conns:
-                conn.event(kind, text)
+                conn.event(kind, text, position)
 
     def broadcast(self, data: Any, vendor_id: str | None = None) -> int:
         """A `connection_status` frame with `status: "broadcast"` to one vendor's clients or all."""

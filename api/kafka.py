@@ -3,7 +3,8 @@
 The feed uses no consumer group (every instance must see every record): it assigns all partitions of
 - `vendor-metrics` from the beginning, to rebuild the latest snapshot per vendor from the compacted
   topic (ready once it reached the end offsets taken at start), then follows it;
-- `vendor-activity` and the broadcast topic from their end (only what happens from now on).
+- `vendor-activity` and the broadcast topic from their end (only what happens from now on); a client
+  that reconnects gets what it missed from `api.resume`, which reads `vendor-activity` up to `positions`.
 On any error it stops the consumer and starts again after a backoff, resuming from the positions it
 had, so nothing already delivered is delivered twice and nothing is skipped.
 
@@ -28,7 +29,7 @@ from api.protocol import Out
 from api.settings import ApiSettings
 from api.tasks import cancel_and_wait
 from api.telemetry import Telemetry
-from infra.topics import Topics
+from infra.topics import Topics, partition_for
 
 log = logging.getLogger("vendorpulse.api.kafka")
 MAX_BACKOFF = 5.0
@@ -60,7 +61,8 @@ class Feed:
         topics = Topics.for_prefix(settings.topic_prefix)
         self.metrics_topic, self.activity_topic = topics.metrics, topics.activity
         self.broadcast_topic = settings.broadcast_topic
-        self.positions: dict[TopicPartition, int] = {}
+        self.positions: dict[TopicPartition, int] = {}  # next offset to read; all before it delivered
+        self.activity_partitions = 0
         self.assigned = False
         self.kafka_ok_at: float | None = None
         self.lag: dict[str, int] = {}
@@ -94,6 +96,7 @@ class Feed:
     async def _session(self) -> None:
         bootstrap = self.settings.bootstrap
         parts = await self._partitions(bootstrap)
+        self.activity_partitions = len(parts[self.activity_topic])
         consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=None,
@@ -204,10 +207,29 @@ class Feed:
         self.hub.publish_snapshot(value, record.value)
 
     def _activity(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        data = self.activity_data(record)
+        if data is not None:
+            self.hub.publish_event(data["vendorId"], Out.NEW_ORDER, data, (record.partition, record.offset))
+
+    def activity_data(self, record: ConsumerRecord[bytes, bytes]) -> dict[str, Any] | None:
+        """The `new_order` data of a vendor-activity record: the record plus its `cursor`."""
         value = self._decode(record)
-        vendor = value.get("vendorId") if value is not None else None
-        if value is not None and isinstance(vendor, str):
-            self.hub.publish_event(vendor, Out.NEW_ORDER, value)
+        if value is None or not isinstance(value.get("vendorId"), str):
+            return None
+        value["cursor"] = f"{record.partition}:{record.offset}"
+        return value
+
+    def activity_partition(self, vendor_id: str) -> int | None:
+        """The vendor's vendor-activity partition (records are keyed by vendor_id, default
+        partitioner), or None until the feed knows the topic."""
+        if not self.activity_partitions:
+            return None
+        return partition_for(vendor_id.encode(), self.activity_partitions)
+
+    def activity_position(self, partition: int) -> int | None:
+        """The next offset the feed will deliver from that vendor-activity partition: every record
+        before it has been delivered (or predates the feed), every one from it on will be."""
+        return self.positions.get(TopicPartition(self.activity_topic, partition))
 
     def _broadcast(self, record: ConsumerRecord[bytes, bytes]) -> None:
         value = self._decode(record)

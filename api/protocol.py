@@ -16,6 +16,8 @@ import orjson
 
 from api.exceptions import BadMessageError
 
+WS_PATH = "/api/v1/analytics/ws/vendor/analytics"
+
 
 class Close(enum.IntEnum):
     """Close codes the server sends; docs/API.md lists them for client authors."""

@@ -24,7 +24,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from api.auth import Claims, Verifier
 from api.exceptions import BadMessageError, InvalidTokenError
 from api.hub import Connection, Hub, State
+from api.kafka import Feed
 from api.protocol import Close, In, Inbound, Out, error, frame, iso_now, parse
+from api.resume import Cursor, Replayer, resume
 from api.settings import ApiSettings
 from api.tasks import cancel_and_wait
 from api.telemetry import Telemetry
@@ -41,6 +43,8 @@ class Services:
     verifier: Verifier
     hub: Hub
     telemetry: Telemetry
+    feed: Feed | None = None
+    replayer: Replayer | None = None
     tokens: Counter[str] = field(default_factory=Counter)  # open connections per token digest
 
 
@@ -53,15 +57,18 @@ def _token(ws: WebSocket) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def origin_allowed(origin: str | None, allowed: list[str]) -> bool:
-    """Non-browser clients send no Origin; browsers must come from a configured origin."""
-    return origin is None or "*" in allowed or origin.rstrip("/") in {o.rstrip("/") for o in allowed}
+def origin_allowed(origin: str | None, allowed: list[str], host: str | None = None) -> bool:
+    """Non-browser clients send no Origin; browsers must come from a configured origin, or from this
+    server itself (the dashboard it serves: the Origin's host is the Host the request was sent to)."""
+    if origin is None or "*" in allowed or origin.rstrip("/") in {o.rstrip("/") for o in allowed}:
+        return True
+    return host is not None and origin.rstrip("/").partition("://")[2] == host
 
 
 async def serve(ws: WebSocket, services: Services) -> None:
     """The WebSocket route: checks, then the connection's tasks until it ends."""
     settings = services.settings
-    if not origin_allowed(ws.headers.get("origin"), settings.allowed_origins):
+    if not origin_allowed(ws.headers.get("origin"), settings.allowed_origins, ws.headers.get("host")):
         await ws.close(code=int(Close.FORBIDDEN), reason="origin not allowed")  # before accept: HTTP 403
         return
     await ws.accept()
@@ -82,13 +89,20 @@ async def serve(ws: WebSocket, services: Services) -> None:
     if not claims.may_read(vendor):
         await _refuse(ws, services, Close.FORBIDDEN, "this token may not read that vendor")
         return
+    after: Cursor | None = None
+    if resume_after := ws.query_params.get("resume_after"):
+        try:
+            after = Cursor.parse(resume_after)
+        except BadMessageError as exc:
+            await _refuse(ws, services, Close.BAD_REQUEST, str(exc))
+            return
     digest = hashlib.sha256(token.encode()).hexdigest()
     if services.tokens[digest] >= settings.max_connections_per_token:
         await _refuse(ws, services, Close.TOO_MANY, "too many connections for this token")
         return
     services.tokens[digest] += 1
     try:
-        await _run(ws, services, claims, vendor)
+        await _run(ws, services, claims, vendor, after)
     finally:
         services.tokens[digest] -= 1
         if services.tokens[digest] <= 0:
@@ -244,7 +258,7 @@ class Session:
         self.conn.control(Out.PING, frame(Out.PING, data))
 
 
-async def _run(ws: WebSocket, services: Services, claims: Claims, vendor: str) -> None:
+async def _run(ws: WebSocket, services: Services, claims: Claims, vendor: str, after: Cursor | None) -> None:
     settings = services.settings
 
     async def send(text: str) -> None:
@@ -263,12 +277,21 @@ async def _run(ws: WebSocket, services: Services, claims: Claims, vendor: str) -
         "heartbeatSeconds": settings.heartbeat_seconds,
         "refreshSeconds": settings.refresh_seconds,
         "serverTime": iso_now(),
+        "cursor": None if after is not None else _live_cursor(services.feed, vendor),
     }
+    # No await from here to `hub.add`: `cursor` is exactly where this connection's live delivery starts.
     conn.control(Out.CONNECTION_STATUS, frame(Out.CONNECTION_STATUS, status))
     writer = conn.start()
+    if after is not None:
+        conn.hold(settings.resume_max_records)
     services.hub.add(conn)
     reader = asyncio.create_task(session.read(), name=f"ws-reader-{conn.id}")
     watchdog = asyncio.create_task(session.watch(), name=f"ws-watchdog-{conn.id}")
+    resumer = None
+    if after is not None:
+        resumer = asyncio.create_task(
+            resume(conn, services.feed, services.replayer, after, settings), name=f"ws-resume-{conn.id}"
+        )
     try:
         await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
         if conn.state is State.CLOSING and not writer.done():
@@ -277,4 +300,12 @@ async def _run(ws: WebSocket, services: Services, claims: Claims, vendor: str) -
         pass
     finally:
         services.hub.remove(conn)
-        await cancel_and_wait(reader, watchdog, writer)
+        await cancel_and_wait(reader, watchdog, writer, resumer)
+
+
+def _live_cursor(feed: Feed | None, vendor: str) -> str | None:
+    """The cursor just before the first notification this connection gets live (None: not known
+    yet); a client that reconnects with it as `resume_after` misses nothing in between."""
+    partition = feed.activity_partition(vendor) if feed is not None else None
+    position = feed.activity_position(partition) if feed is not None and partition is not None else None
+    return None if partition is None or position is None else str(Cursor(partition, position - 1))

@@ -62,6 +62,10 @@ class ApiSettings(KafkaSettings):
     close_grace_seconds: float = Field(default=2.0, gt=0)
     ws_max_size: int = Field(default=65536, ge=1024, description="frame size limit of the server itself")
     lag_interval_seconds: float = Field(default=2.0, gt=0)
+    resume_max_records: int = Field(
+        default=10_000, ge=1, description="vendor-activity offsets a resume reads back at most"
+    )
+    resume_timeout_seconds: float = Field(default=10.0, gt=0)
     instance_id: str = Field(default_factory=_instance_id)
 
     @field_validator("jwt_algorithms", "allowed_origins", mode="before")

@@ -226,5 +226,36 @@ def token(
         raise _fail(exc) from exc
 
 
+@app.command("watch")
+def watch(
+    vendor: Annotated[str, typer.Option(help="the vendor to watch")],
+    url: Annotated[str, typer.Option(help="base URL of the API")] = "http://127.0.0.1:8000",
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="VENDORPULSE_TOKEN", help="JWT (default: one made with the configured secret)"),
+    ] = None,
+) -> None:
+    """A live terminal view of one vendor: KPIs with trends, top products, orders, connection, latency."""
+    from infra.watch import run_watch
+
+    code = run_watch(url, vendor, token, lambda line: typer.secho(line, err=True, fg=typer.colors.RED))
+    raise typer.Exit(code=code)
+
+
+@app.command("up")
+def up(
+    host: Annotated[str, typer.Option(help="interface the API listens on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port the API listens on")] = 8000,
+    vendors: Annotated[int, typer.Option(min=1, help="simulated vendors")] = 5,
+    rate: Annotated[float, typer.Option(min=0.1, help="simulated events per second")] = 20.0,
+    simulate: Annotated[bool, typer.Option(help="run the simulator")] = True,
+) -> None:
+    """Local Kafka, topics, worker, API and simulator at once; prints the dashboard URL. Ctrl-C stops all."""
+    from infra.up import UpConfig, run
+
+    config = UpConfig(host=host, port=port, vendors=vendors, rate=rate, simulate=simulate)
+    raise typer.Exit(code=run(config, lambda line: typer.echo(line, err=not line.startswith("dashboard"))))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())

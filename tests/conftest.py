@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,7 +58,7 @@ def _listening(port: int) -> bool:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap address of a real Kafka broker for the test session."""
     if env := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield env
@@ -70,14 +71,16 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from infra.kafka import LocalKafka
 
-    cluster = LocalKafka(
-        nodes=1, base_port=_free_base_port(TEST_KAFKA_PORT), state_dir=tmp_path_factory.mktemp("kafka-state")
-    )
+    # Not under pytest's basetemp: another pytest session on the machine prunes old basetemps, and a
+    # broker whose log dir vanishes shuts itself down mid-session.
+    state = Path(tempfile.mkdtemp(prefix="vendorpulse-test-kafka-"))
+    cluster = LocalKafka(nodes=1, base_port=_free_base_port(TEST_KAFKA_PORT), state_dir=state)
     cluster.start()
     try:
         yield cluster.bootstrap
     finally:
         cluster.stop(timeout=5)  # throwaway data: no need to wait for a controlled shutdown
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def make_topics(prefix: str | None = None) -> Topics:

@@ -22,7 +22,7 @@ from api.app import WS_PATH, create_app
 from api.auth import make_token
 from api.server import ServerThread
 from api.settings import ApiSettings, api_settings
-from infra.topics import Topics
+from infra.topics import Topics, partition_for
 from processors.metrics import snapshot as zero_snapshot
 from processors.state import new_state
 
@@ -144,7 +144,10 @@ async def test_every_message_type_live(
                 "version": 5,
             }
             await produce(kafka_bootstrap, topics.activity, [("va", order)])
-            assert (await recv_type(ws, "new_order"))["data"] == order
+            received = (await recv_type(ws, "new_order"))["data"]
+            cursor = received.pop("cursor")  # its vendor-activity "<partition>:<offset>" (api.resume)
+            assert received == order
+            assert cursor == f"{partition_for(b'va', 6)}:0"
             await ws.send(
                 orjson.dumps(
                     {"type": "ping", "data": {"n": 1}, "timestamp": "2026-11-25T12:00:00.000Z"}

@@ -76,7 +76,7 @@ async def test_activity_and_broadcast_records_reach_the_vendor_connections() -> 
     for _ in range(5):
         await asyncio.sleep(0)
     assert [(m["type"], m["data"]) for m in frames["a"]] == [
-        ("new_order", order),
+        ("new_order", order | {"cursor": "0:0"}),  # its vendor-activity partition:offset (api.resume)
         (
             "connection_status",
             {

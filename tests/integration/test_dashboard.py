@@ -1,0 +1,270 @@
+"""The browser dashboard (`/dashboard`) in Debian's Chromium driven by Playwright, against a real API,
+a real worker and the session's Kafka: it shows the snapshot's numbers, says "disconnected" when the
+API stops, reconnects when it returns and moves on with new orders. Screenshots go to test-artifacts/.
+
+Needs /usr/bin/chromium (`apt-get install -y chromium`); without it these tests are skipped, except
+under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaProducer
+
+from api.app import create_app
+from api.auth import make_token
+from api.server import ServerThread
+from api.settings import ApiSettings, api_settings
+from infra.simulate import EventGenerator, SimConfig
+from infra.topics import Topics
+from schemas.codec import FastavroCodec
+from schemas.events import OrderPlaced
+from tests.integration.conftest import WorkerProcess
+from tests.integration.test_api_live import SECRET, settings_for, wait_ready
+from tests.integration.test_client import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+DAY = 86_400_000
+VENDOR = "vendor-001"
+FAST = "baseDelay=200&maxDelay=800"  # the page's client backoff, shortened for the test
+
+if not CHROMIUM.exists():
+    reason = f"browser tests need Debian's Chromium at {CHROMIUM}: apt-get install -y chromium"
+    if os.environ.get("CI") == "true":
+        raise RuntimeError(f"{reason} (CI=true: not skipped)")
+    pytest.skip(reason, allow_module_level=True)
+
+from playwright.async_api import Browser, Page, async_playwright, expect  # noqa: E402
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        chromium = await p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield chromium
+        await chromium.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(
+        viewport={"width": 1400, "height": 1000}, locale="en-US", reduced_motion="reduce"
+    )
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    await context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+class Shop:
+    """Simulated events of one vendor: a year of history first, then orders stamped now."""
+
+    def __init__(self, bootstrap: str, topics: Topics, history: int) -> None:
+        now = int(time.time() * 1000)
+        self.config = SimConfig(vendors=1, products=30, customers=300, seed=11,
+                                start_ms=now - 330 * DAY, step_ms=330 * DAY // history)  # fmt: skip
+        self.generator = EventGenerator(self.config)
+        self.events = iter(self.generator)
+        self.bootstrap, self.topics, self.codec = bootstrap, topics, FastavroCodec()
+
+    async def send(self, n: int) -> list[str]:
+        """Send the next n events; the ids of the orders placed among them."""
+        topic = {"orders": self.topics.orders, "inventory": self.topics.inventory}
+        batch = [(topic[kind], event) for kind, event in islice(self.events, n)]
+        self.generator.config = dataclasses.replace(self.config, start_ms=None)  # next ones: wall clock
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            for name, event in batch:
+                await producer.send(name, self.codec.encode(event), key=event.vendor_id.encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return [event.order_id for _, event in batch if isinstance(event, OrderPlaced)]
+
+
+async def snapshot(port: int, token: str) -> dict[str, Any]:
+    async with httpx2.AsyncClient() as http:
+        response = await http.get(
+            f"http://127.0.0.1:{port}/api/v1/analytics/vendors/{VENDOR}/metrics",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        )
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+async def settled(
+    port: int, token: str, within: float = 60.0, worker: WorkerProcess | None = None
+) -> dict[str, Any]:
+    """The snapshot once its version stayed the same for a second (the worker caught up)."""
+    deadline = time.monotonic() + within
+    last: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        current = await snapshot(port, token)
+        if last is not None and current["version"] == last["version"] and current["version"] > 0:
+            return current
+        last = current
+        await asyncio.sleep(1.0)
+    detail = worker.output() if worker is not None else ""
+    raise AssertionError(f"the snapshot did not settle within {within} s; last {last}\n{detail}")
+
+
+async def start_api(settings: ApiSettings, port: int) -> ServerThread:
+    server = ServerThread(create_app(settings), settings, port=port)
+    await asyncio.to_thread(server.start)
+    await wait_ready(port)
+    return server
+
+
+async def kpi(page: Page, name: str) -> int:
+    return int(await page.locator(f'[data-testid="kpi-{name}"] .value').get_attribute("data-value") or "-1")
+
+
+async def chart_data(page: Page, canvas: str) -> Any:
+    return await page.evaluate(
+        "(id) => { const c = Chart.getChart(id); return {labels: c.data.labels,"
+        " data: c.data.datasets.map(d => d.data)}; }",
+        canvas,
+    )
+
+
+async def test_dashboard_shows_the_snapshot_and_survives_an_api_restart(
+    kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess], page: Page
+) -> None:
+    shop = Shop(kafka_bootstrap, topics, history=2500)
+    await shop.send(2500)
+    worker = make_worker().start()
+    settings = settings_for(kafka_bootstrap, topics)
+    token = make_token(VENDOR, settings=settings)
+    port = free_port()
+    server = await start_api(settings, port)
+    try:
+        expected = await settled(port, token, worker=worker)
+        await page.goto(f"http://127.0.0.1:{port}/dashboard?token={token}&{FAST}")
+        badge = page.get_by_test_id("badge")
+        await expect(badge).to_contain_text("connected", timeout=10_000)
+        assert "token=" not in page.url  # the token left the address bar
+        m = expected["metrics"]
+        await expect(page.locator('[data-testid="kpi-orders"] .value')).to_have_attribute(
+            "data-value", str(m["orders"]["current"]), timeout=10_000
+        )
+        assert await kpi(page, "revenue") == m["revenue"]["current"]
+        assert await kpi(page, "customers") == m["customers"]["total"]
+        assert await kpi(page, "products") == m["products"]["active"]
+        revenue_text = await page.locator('[data-testid="kpi-revenue"] .value').inner_text()
+        assert revenue_text == f"€{m['revenue']['current'] / 100:,.2f}"  # vendor-001 trades in EUR
+        trend = page.locator('[data-testid="kpi-revenue"] .trend')
+        assert await trend.get_attribute("data-trend") == m["revenue"]["trend"]
+        assert {"up": "▲", "down": "▼", "flat": "▬"}[m["revenue"]["trend"]] in await trend.inner_text()
+        rows = page.locator('[data-testid="top-products"] tbody tr')
+        assert [await rows.nth(i).get_attribute("data-product-id") for i in range(await rows.count())] == [
+            p["productId"] for p in expected["topProducts"]
+        ]
+        monthly = await chart_data(page, "monthly-chart")
+        assert len(monthly["labels"]) == 12
+        assert monthly["data"][1] == [x["orders"] for x in expected["monthlyTrends"]]
+        assert monthly["data"][0] == [x["revenue"] / 100 for x in expected["monthlyTrends"]]
+        categories = await chart_data(page, "category-chart")
+        assert categories["labels"] == [c["category"] for c in expected["salesByCategory"]]
+        await expect(badge).to_contain_text(" ms", timeout=5_000)  # the first round trip measured
+        await expect(page.get_by_test_id("health")).to_contain_text("avg of last", timeout=5_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+        # The API goes away: the badge says so while the page retries.
+        await asyncio.to_thread(server.stop)
+        stopped = time.monotonic()
+        await expect(badge).to_contain_text("disconnected", timeout=5_000)
+        assert await badge.get_attribute("data-state") == "reconnecting"
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-disconnected.png"), full_page=True)
+        placed_while_down = await shop.send(30)  # orders while the API is down, stamped now
+        server = await start_api(settings, port)
+        await expect(badge).to_contain_text("connected · ", timeout=10_000)
+        reconnected_after = time.monotonic() - stopped
+        later = await settled(port, token, worker=worker)
+        assert later["metrics"]["orders"]["current"] > m["orders"]["current"]
+        await expect(page.locator('[data-testid="kpi-orders"] .value')).to_have_attribute(
+            "data-value", str(later["metrics"]["orders"]["current"]), timeout=10_000
+        )
+        # the orders placed while the API was down arrive in the feed (resumed from Kafka), then live ones
+        feed = page.locator('[data-testid="order-feed"] li[data-order-id]')
+        newest = placed_while_down[-1]
+        await expect(feed.first).to_have_attribute("data-order-id", newest, timeout=10_000)
+        shown = [await feed.nth(i).get_attribute("data-order-id") for i in range(await feed.count())]
+        assert shown == placed_while_down[::-1][: len(shown)]  # newest first, none missing or repeated
+        assert len(shown) == min(len(placed_while_down), 25)
+        placed_live = await shop.send(15)
+        await expect(page.locator('[data-testid="kpi-orders"] .value')).not_to_have_attribute(
+            "data-value", str(later["metrics"]["orders"]["current"]), timeout=10_000
+        )
+        await expect(feed.first).to_have_attribute("data-order-id", placed_live[-1], timeout=10_000)
+        stats = await page.evaluate("window.vendorpulse.statistics()")
+        assert stats["reconnects"] == 1
+        assert stats["duplicatesDropped"] == 0
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-reconnected.png"), full_page=True)
+        print(f"dashboard reconnected {reconnected_after:.1f} s after the API stopped")
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def test_js_client_backoff_queue_and_health(page: Page) -> None:
+    """The page's JavaScript client has the Python client's semantics (api/client.py)."""
+    settings = api_settings(env="test", jwt_secret=SECRET)
+    port = free_port()
+    server = ServerThread(create_app(settings, kafka=False), settings, port=port)
+    await asyncio.to_thread(server.start)
+    try:
+        token = make_token("vj", settings=settings)
+        await page.goto(f"http://127.0.0.1:{port}/dashboard?token={token}")
+        await expect(page.get_by_test_id("badge")).to_contain_text("connected", timeout=10_000)
+        ceilings = await page.evaluate(
+            "[1,2,3,4,5,6,7,10].map(n => VendorPulseClient.backoffCeiling(n, 1000, 30000))"
+        )
+        assert ceilings == [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        health = await page.evaluate("window.vendorpulse.healthCheck()")
+        assert set(health) == {"isHealthy", "latency", "reconnectAttempts", "queuedMessages",
+                               "connectionState", "uptime"}  # fmt: skip
+        assert health["isHealthy"] is True
+        assert 0 < health["latency"] < 150
+        # Nothing listens on `dead`: waits of random() * ceiling, then a clear error after maxAttempts.
+        dead = free_port()
+        outcome = await page.evaluate(
+            """(url) => new Promise((resolve) => {
+                 const c = new VendorPulseClient(url, "vj", "t",
+                   {baseDelay: 20, maxDelay: 50, maxAttempts: 4, queueLimit: 3, random: () => 0.5});
+                 for (const n of [1, 2, 3, 4, 5]) c.send("ping", {seq: n});
+                 c.on("error", (e) => resolve({message: e.message, delays: c.delays,
+                   queued: c.queue.map(m => m.data.seq), health: c.connectionHealth(),
+                   dropped: c.statistics().droppedMessages}));
+                 c.connect();
+               })""",
+            f"http://127.0.0.1:{dead}",
+        )
+        assert outcome["delays"] == [10, 20, 25]  # 0.5 x ceilings 20, 40, 50 (capped)
+        assert "gave up after 4 failed connection attempts" in outcome["message"]
+        assert outcome["queued"] == [3, 4, 5]  # bounded: the oldest two dropped, order kept
+        assert outcome["dropped"] == 2
+        assert outcome["health"]["connectionState"] == "failed"
+        assert outcome["health"]["queuedMessages"] == 3
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -1,0 +1,85 @@
+"""`vendorpulse up` as a user runs it: against the session's Kafka (KAFKA_BOOTSTRAP_SERVERS), it starts
+the worker, the API and the simulator, prints a dashboard URL whose token reads live numbers, and a
+Ctrl-C (SIGINT) stops every child and exits 0."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx2
+
+from infra.topics import Topics
+from tests.integration.conftest import ROOT
+from tests.integration.test_client import free_port
+
+
+def test_up_starts_everything_prints_the_dashboard_and_stops_on_ctrl_c(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("VENDORPULSE_JWT_SECRET", "VENDORPULSE_ENV")}
+    env |= {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "VENDORPULSE_TOPIC_PREFIX": topics.orders.removesuffix("orders"),
+        "VENDORPULSE_STATE_DIR": str(tmp_path / "state"),
+        "VENDORPULSE_DATA_DIR": str(tmp_path / "worker-data"),
+    }
+    command = [sys.executable, "-m", "infra", "up", "--port", str(port), "--vendors", "2", "--rate", "100"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()  # the one line on stdout: the URL to open
+        if not line.startswith("dashboard:"):
+            proc.kill()
+            raise AssertionError(
+                f"no dashboard URL; stdout {line!r}, stderr:\n{proc.communicate()[1].decode()}"
+            )
+        url = line.split(None, 1)[1].strip()
+        parts = urlsplit(url)
+        assert parts.netloc == f"127.0.0.1:{port}"
+        assert parts.path == "/dashboard"
+        token = parse_qs(parts.query)["token"][0]
+        base = f"http://127.0.0.1:{port}"
+        page = httpx2.get(f"{base}/dashboard", timeout=5)
+        assert page.status_code == 200
+        assert "vendorpulse" in page.text
+        chart = httpx2.get(f"{base}/static/vendor/chartjs/chart.umd.min.js", timeout=5)
+        assert chart.status_code == 200
+        assert chart.text.startswith("/*!\n * Chart.js v4")
+        # The development token reads the simulated vendor's numbers as they grow.
+        deadline, orders = time.monotonic() + 60, 0
+        while orders == 0:
+            assert time.monotonic() < deadline, "no orders counted within 60 s"
+            response = httpx2.get(
+                f"{base}/api/v1/analytics/vendors/vendor-001/metrics",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=5,
+            )
+            assert response.status_code in (200, 503), response.text
+            if response.status_code == 200:
+                orders = response.json()["metrics"]["orders"]["current"]
+            time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+    stderr = err.decode()
+    assert proc.returncode == 0, stderr
+    assert time.monotonic() - started < 30
+    assert "stopped." in stderr
+    pids = [int(p) for p in re.findall(r"started \(pid (\d+),", stderr)]
+    assert len(pids) == 3, stderr  # worker, API, simulator
+    for pid in pids:  # every child was waited for: none is left running
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        raise AssertionError(f"child {pid} still runs after `up` exited")
