@@ -177,11 +177,11 @@ def test_sales_by_category_uses_each_lines_own_category() -> None:
         placed("2024-03-10T01:00:00.000", "A", 6, items=(("p9", "books", 1, 1), ("p1", "toys", 1, 5))),
         placed("2024-03-10T02:00:00.000", "B", 0, items=(("p2", "books", 2, 0), ("p3", "games", 1, 0))),
         placed("2024-03-10T03:00:00.000", "C", 10, items=(("p1", "toys", 2, 4), ("p4", "toys", 1, 2))),
-        placed("2024-03-10T04:00:00.000", "D", 100, items=(("p5", "games", 1, 100),)),
-        cancelled("2024-03-10T05:00:00.000", "D"),
+        placed("2024-03-10T04:00:00.000", "D", 150, items=(("p5", "books", 1, 100), ("p6", "books", 1, 50))),
+        cancelled("2024-03-10T05:00:00.000", "D"),  # D (two books lines, one order) is taken out again
     )
-    # toys 5 + 8 + 2 = 15, books 1 + 0 = 1, games 0 (D is cancelled) -> not listed; of 16:
-    # toys 93.75 % -> 93.8, books 6.25 % -> 6.3. books has 2 orders (B's line earns nothing but is a line).
+    # toys 5 + 8 + 2 = 15, books 1 + 0 = 1, games 0 -> not listed; of 16: toys 93.75 % -> 93.8,
+    # books 6.25 % -> 6.3. books has 2 orders, A and B (B's line earns nothing but is a line).
     assert snapshot(state, ms("2024-03-10T12:00:00.000"))["salesByCategory"] == [
         {"category": "toys", "revenue": 15, "orders": 2, "percentage": 93.8},
         {"category": "books", "revenue": 1, "orders": 2, "percentage": 6.3},
