@@ -48,6 +48,7 @@ bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json
 	$(BIN)/python -m bench.codec
 	$(BIN)/python -m bench.processor
 	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.replay
 
 clean: ## stop Kafka and delete .venv and .vendorpulse
 	-$(BIN)/vendorpulse kafka stop

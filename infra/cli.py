@@ -257,5 +257,136 @@ def up(
     raise typer.Exit(code=run(config, lambda line: typer.echo(line, err=not line.startswith("dashboard"))))
 
 
+def _ms(value: str | None, flag: str) -> int | None:
+    """ISO-8601 (a trailing Z allowed; naive means UTC) to epoch milliseconds."""
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO-8601 time, e.g. 2026-11-27T18:00:00Z", param_hint=flag
+        ) from exc
+    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def _report(summary: object, as_json: bool, lines: list[str]) -> None:
+    import json
+
+    for warning in getattr(summary, "warnings", []):
+        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict(), default=str))  # type: ignore[attr-defined]
+    else:
+        for line in lines:
+            typer.echo(line, err=True)
+
+
+@app.command("replay")
+def replay(
+    from_: Annotated[
+        str | None, typer.Option("--from", help="ISO time: read records stamped from then")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="ISO time: the log as it stood then (default: now)")
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="ISO time the snapshots are computed for (default --to)")
+    ] = None,
+    vendors: Annotated[
+        str | None, typer.Option(help="comma-separated vendor ids (default: every vendor)")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option(help="JSON Lines file, one snapshot per vendor ('-' for stdout)")
+    ] = None,
+    publish: Annotated[
+        str | None, typer.Option(help="publish the snapshots to this (compacted) topic")
+    ] = None,
+    files: Annotated[
+        list[Path] | None, typer.Option("--files", help="replay Avro container files instead of Kafka")
+    ] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="processes reading partitions in parallel")] = 1,
+    progress: Annotated[bool, typer.Option(help="show a progress bar with events/s")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Recompute snapshots from the log (or exported files) with the worker's own fold; never joins its group."""
+    from infra.settings import kafka_settings
+    from processors.exceptions import ReplayError
+
+    settings = kafka_settings()
+    vendor_list = [v for v in (vendors or "").split(",") if v] or None
+    try:
+        if files:
+            from processors.archive import run_replay_files
+
+            summary = run_replay_files(
+                settings, files, vendor_list, _ms(as_of, "--as-of"), out, publish, progress
+            )
+        else:
+            from processors.replay import run_replay
+
+            summary = run_replay(
+                settings, _ms(from_, "--from"), _ms(to, "--to"), vendor_list, _ms(as_of, "--as-of"),
+                out, publish, progress, jobs,
+            )  # fmt: skip
+    except ReplayError as exc:
+        raise _fail(exc) from exc
+    _report(summary, as_json, [
+        f"replayed {summary.counts.records:,} records into {len(summary.snapshots)} vendor snapshots "
+        f"({summary.events_per_s:,.0f} events/s); as of {summary.as_of_ms}",
+    ])  # fmt: skip
+
+
+@app.command("export")
+def export(
+    topic: Annotated[str, typer.Option(help="orders, inventory or all")] = "all",
+    from_: Annotated[str | None, typer.Option("--from", help="ISO time: records stamped from then")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="ISO time: records stamped until then")] = None,
+    out_dir: Annotated[Path, typer.Option(help="folder for one Avro container file per event type")] = Path(
+        "export"
+    ),
+    overwrite: Annotated[bool, typer.Option(help="replace files already in the folder")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Write a topic's events in a time range to Avro Object Container Files (undecodable ones are listed)."""
+    from infra.settings import kafka_settings
+    from processors.archive import run_export
+    from processors.exceptions import ReplayError
+
+    try:
+        summary = run_export(
+            kafka_settings(), topic, _ms(from_, "--from"), _ms(to, "--to"), out_dir, progress, overwrite
+        )
+    except ReplayError as exc:
+        raise _fail(exc) from exc
+    skipped = sum(summary.skipped.values())
+    _report(summary, as_json, [f"{n:,} records -> {name}" for name, n in sorted(summary.files.items())] + [
+        f"skipped {skipped:,} records (listed in {summary.skipped_path})" if skipped else "skipped none",
+    ])  # fmt: skip
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="Avro container files written by `vendorpulse export`")],
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Publish exported files back to their topics (repeated events are harmless: the fold dedupes them)."""
+    from infra.settings import kafka_settings
+    from processors.archive import run_import
+    from processors.exceptions import ReplayError
+
+    try:
+        summary = run_import(kafka_settings(), paths, progress)
+    except ReplayError as exc:
+        raise _fail(exc) from exc
+    _report(summary, as_json, [f"{n:,} records -> {topic}" for topic, n in sorted(summary.sent.items())] + [
+        f"skipped {sum(summary.skipped.values()):,} records" ,
+    ])  # fmt: skip
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
