@@ -142,6 +142,9 @@ class Folder:
         log = self.vendors.get(vendor_id)
         if log is None:
             log = self.vendors[vendor_id] = self.load(vendor_id, partition)
+            # The previous owner may have stored this state and died before it emitted the snapshot;
+            # the input it is then read again is all skipped, so emit the restored state once.
+            self.snapshot_due.add(vendor_id)
         return log
 
     def forget(self, partitions: set[int] | None = None) -> None:

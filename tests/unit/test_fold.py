@@ -139,3 +139,16 @@ def test_at_utc_midnight_every_vendor_is_re_emitted_as_of_the_new_day() -> None:
 
 def snapshot_of(value: bytes | None) -> dict:  # type: ignore[type-arg]
     return orjson.loads(value or b"")
+
+
+def test_a_restored_vendor_is_snapshotted_even_if_all_its_input_is_redelivered() -> None:
+    # The previous owner stored version 1 (offset 0) and was killed before emitting its snapshot.
+    stored = new_state("v1")
+    stored.offsets["orders:0"] = 0
+    folder = Folder(
+        codec, orders_topic="orders", inventory_topic="inventory", metrics_topic="vendor-metrics",
+        activity_topic="vendor-activity", dlq_topics=DLQ, load=lambda v, p: VendorLog(stored, p),
+    )  # fmt: skip
+    assert folder.handle("orders", 0, 0, b"v1", codec.encode(order())) == []  # redelivered: skipped
+    (snap,) = folder.due_snapshots(NOW)
+    assert snap.key == b"v1"
