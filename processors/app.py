@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 import weakref
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -113,14 +114,19 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
     )
     app.folder = folder  # type: ignore[attr-defined]  # for tests and the benchmark's profile
 
-    async def send(records: list[Record]) -> None:
-        for r in records:
+    async def send(records: list[Record]) -> list[Awaitable[Any]]:
+        """Hand records to the producer; the returned futures complete when Kafka has them."""
+        return [
             await app.producer.send(r.topic, r.key, r.value, r.partition, None, list(r.headers) or None)
+            for r in records
+        ]
 
     @app.agent(source)
     async def fold(stream: Any) -> None:  # a faust Stream; its type lacks noack_take()
-        # Batches of up to flush_max_events, or whatever arrived within flush_interval_ms: each batch
-        # is folded, its changed vendors written to the table, its outputs sent, then it is acked.
+        # Batches of up to flush_max_events, or whatever arrived within flush_interval_ms. Order per
+        # batch: fold; outputs delivered; table written and its changelog delivered; then acked.
+        # So a crash never leaves a stored state whose outputs are missing, and a committed offset is
+        # never ahead of the changelog.
         interval = settings.flush_interval_ms / 1000
         async for batch in stream.noack_take(settings.flush_max_events, within=interval):
             generation = app.consumer_generation_id
@@ -133,31 +139,45 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
                     message.topic, message.partition, message.offset, message.key, message.value
                 )
                 last_of[message.partition] = event
-            if app.rebalancing:
-                # Faust has flushed (or is flushing) the producer for the partitions' next owner, who
-                # restores from the changelog; a write now could land after that. Not acked: the
-                # next owner reads these events again.
-                continue
-            for partition, last in last_of.items():
-                write_table(last, folder.flush(partition))
             if records:
-                await send(records)
+                await asyncio.gather(*await send(records))
             if app.rebalancing or app.consumer_generation_id != generation:
-                continue  # the writes went out before the rebalance; acks now could be stale
+                # The partitions' next owner restores from the changelog (the revocation dropped our
+                # in-memory state); a write now could land after that restore. Not acked: the next
+                # owner reads these events again.
+                continue
+            # The writes reach the producer's accumulator at once (its send only waits when the
+            # accumulator is full), so a rebalance's flush delivers them before the next owner restores.
+            changelog: list[Awaitable[Any]] = []
+            for last in last_of.values():
+                changelog += await write_table(last, folder.flush(last.message.partition))
+            await asyncio.gather(*changelog)
+            if app.rebalancing or app.consumer_generation_id != generation:
+                continue  # the writes are out; acks now could be stale
             for event in current:
                 await stream.ack(event)
 
-    def write_table(context: EventT[Any], writes: list[tuple[bytes, bytes | None]]) -> None:
-        """Write in `context`'s event context, so Faust's changelog and store use its partition."""
+    changelog_topic = table.changelog_topic.get_topic_name()
+
+    async def write_table(
+        context: EventT[Any], writes: list[tuple[bytes, bytes | None]]
+    ) -> list[Awaitable[Any]]:
+        """Write the local store in `context`'s event context (its partition), and send the changelog
+        records straight to the producer: Faust's own changelog path goes through a buffer whose
+        flush gives up after 100 ms, so neither a commit nor a rebalance could rely on it."""
         token = _current_event.set(weakref.ref(context))
+        partition = context.message.partition
+        futures = []
         try:
             for key, value in writes:
                 if value is None:
-                    table.pop(key, None)
+                    table.data.pop(key, None)
                 else:
-                    table[key] = value
+                    table.data[key] = value
+                futures.append(await app.producer.send(changelog_topic, key, value, partition, None, None))
         finally:
             _current_event.reset(token)
+        return futures
 
     @app.timer(max(settings.snapshot_interval_ms, 10) / 1000)
     async def emit_snapshots() -> None:
