@@ -6,7 +6,8 @@ queue and wake the writer. The queue is bounded and keeps:
 - control frames (connection_status, ping, pong, error, then the close) first, in order;
 - one snapshot slot holding only the newest snapshot (a slow client gets the latest state, not a
   backlog); a snapshot older than the one last sent is never sent, so versions never go back;
-- at most `send_queue_size` other frames (new_order, broadcasts); the oldest are dropped and counted;
+- at most `send_queue_size` other frames (new_order, broadcasts); one more closes the connection
+  with 1013 (`slow_consumer`) so that the client resumes from its cursor, instead of losing orders;
 - while a connection resumes (`api.resume`), its live `new_order` frames are held aside and then
   queued behind the replayed ones, so the client gets each record once and in offset order.
 A socket that stops draining blocks only its own writer (uvicorn's flow control pauses `send`).
@@ -113,7 +114,19 @@ class Connection:
             self._held.append((position, _Pending(kind.value, text, time.monotonic())))
             return
         if len(self._events) >= self._queue_size:
-            self._telemetry.dropped.labels(self._events.popleft().kind).inc()
+            # Dropping a notification silently would lose an order from the client's feed. Close
+            # instead: the client reconnects with the cursor of the last order it processed and
+            # gets every missed one from Kafka (resume), none twice.
+            self._telemetry.dropped.labels(kind.value).inc()
+            self.close(
+                Close.TRY_AGAIN_LATER,
+                "slow consumer",
+                frame(Out.ERROR, {"code": "slow_consumer", "message": (
+                    f"more than {self._queue_size} notifications waited for this connection; "
+                    "reconnect with resume_after=<cursor of the last new_order you processed>"
+                )}),
+            )  # fmt: skip
+            return
         self._events.append(_Pending(kind.value, text, time.monotonic()))
         self._wake()
 

@@ -27,6 +27,7 @@ class Close(enum.IntEnum):
     BAD_REQUEST = 4000  # vendor_id missing (admin token) or not a valid id
     UNAUTHORIZED = 4001  # no, invalid or expired token (also when it expires during the connection)
     FORBIDDEN = 4003  # the token may not read this vendor
+    TRY_AGAIN_LATER = 1013  # the client fell behind the new_order feed: reconnect with resume_after
     HEARTBEAT_TIMEOUT = 4008  # two application pings went unanswered
     TOO_MANY = 4029  # connections per token over the limit, or inbound rate limit kept exceeded
 
