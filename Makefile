@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint test test-unit test-integration run kafka kafka-stop bench clean
+.PHONY: help venv lint test test-unit test-integration chaos soak run kafka kafka-stop bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -25,14 +25,20 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) lint ## lint, then every test (unit + integration against a real local Kafka)
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: $(STAMP) lint ## lint, then every test but the slow fault scenarios (unit + integration, real Kafka)
+	$(BIN)/pytest -m "not chaos" $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only (no broker)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: $(STAMP) ## integration tests only (starts a private Kafka for the session)
-	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not chaos" tests/integration $(PYTEST_ARGS)
+
+chaos: $(STAMP) ## fault scenarios: broker loss on a three-broker cluster, worker and API kills (~2 min)
+	$(BIN)/pytest -m chaos tests/integration/test_faults.py -rA $(PYTEST_ARGS)
+
+soak: $(STAMP) ## 30-minute soak, 300 clients: test-artifacts/soak.csv and soak.png
+	$(BIN)/python -m infra.soak --duration 1800 --clients 300 --rate 100 --out test-artifacts/soak
 
 kafka: $(STAMP) ## start the local Kafka broker (localhost:9092) and create the topics
 	$(BIN)/vendorpulse kafka start

@@ -1,0 +1,321 @@
+"""Fault scenarios against a real three-broker cluster, for `make chaos` and tests/integration/test_faults.py.
+
+`broker_loss()` starts a private cluster (`LocalKafka(nodes=3)`) in a temporary folder, a worker and an
+API as child processes, and one WebSocket client; `simulate` sends at a steady rate while one broker is
+SIGKILLed and later restarted, then a different one. It returns what a test needs to judge the run: the
+events sent, the kills, the client's longest gap between snapshot updates and whether it stayed connected.
+The comparison with the independent reference lives in the tests, which own the reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from aiokafka.errors import KafkaError
+
+from infra.kafka import PORT_STRIDE, LocalKafka
+from infra.simulate import SimConfig, produce
+from infra.topics import Topics, ensure_topics
+from schemas.events import Event
+
+ROOT = Path(__file__).resolve().parents[1]
+WS_PATH = "/api/v1/analytics/ws/vendor/analytics"
+UPDATES = {"analytics_update", "metrics_update"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_base_port(start: int, nodes: int = 3) -> int:
+    """The first base port from `start` (100 apart) where no node's client or controller port listens."""
+    for base in range(start, start + 3000, 10):
+        ports = [base + PORT_STRIDE * i + d for i in range(nodes) for d in (0, 1)]
+        if not any(_listening(p) for p in ports):
+            return base
+    raise RuntimeError(f"no free ports from {start} up")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Child:
+    """A `python -m infra <command>` child process logging to a file."""
+
+    args: list[str]
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def start(self) -> Child:
+        self.starts += 1
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "infra", *self.args], cwd=ROOT, env=self.env, stdout=out,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+def wait_ready(port: int, api: Child, within: float = 90.0) -> None:
+    """Until the API on `port` answers /readyz with 200 (Kafka reached, snapshots rebuilt)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + within
+    url = f"http://127.0.0.1:{port}/readyz"
+    while time.monotonic() < deadline:
+        with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"API not ready within {within:.0f} s:\n{api.tail()}")
+
+
+@dataclass
+class Watch:
+    """What one WebSocket client saw: arrival times of snapshot updates, and its disconnects."""
+
+    vendor: str
+    updates: list[float] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    disconnects: int = 0
+
+    def longest_gap(self) -> float:
+        gaps = [b - a for a, b in zip(self.updates, self.updates[1:], strict=False)]
+        return max(gaps, default=0.0)
+
+
+async def watch(url: str, seen: Watch, stop: asyncio.Event) -> None:
+    """Stay connected to `url`, answer pings, record every snapshot update; reconnect when dropped."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    while not stop.is_set():
+        try:
+            async with connect(url, open_timeout=5) as ws:
+                while not stop.is_set():
+                    try:
+                        raw = await asyncio.wait_for(ws.recv(), 0.5)
+                    except TimeoutError:
+                        continue
+                    message = orjson.loads(raw)
+                    if message["type"] in UPDATES:
+                        seen.updates.append(time.monotonic())
+                        seen.versions.append(int(message["data"]["version"]))
+                    elif message["type"] == "ping":
+                        pong = {"type": "pong", "data": message["data"], "timestamp": message["timestamp"]}
+                        await ws.send(orjson.dumps(pong).decode())
+        except (ConnectionClosed, OSError, TimeoutError):
+            if not stop.is_set():
+                seen.disconnects += 1
+                await asyncio.sleep(0.5)
+
+
+@dataclass
+class Stack:
+    """A three-broker cluster, the contract's topics under a prefix, a worker and an API."""
+
+    cluster: LocalKafka
+    topics: Topics
+    worker: Child
+    api: Child
+    api_port: int
+    env: dict[str, str]
+
+    @property
+    def bootstrap(self) -> str:
+        return self.cluster.bootstrap
+
+    def ws_url(self, vendor: str) -> str:
+        from api.auth import make_token
+        from api.settings import api_settings
+
+        settings = api_settings(env="dev", bootstrap_servers=self.bootstrap)
+        token = make_token(vendor, settings=settings)
+        return f"ws://127.0.0.1:{self.api_port}{WS_PATH}?token={token}&vendor_id={vendor}"
+
+    def wait_api_ready(self, within: float = 60.0) -> None:
+        wait_ready(self.api_port, self.api, within)
+
+
+@contextlib.contextmanager
+def three_brokers(base_port: int = 36092, prefix: str = "chaos-") -> Iterator[Stack]:
+    """The whole stack on a private cluster in a temporary folder (not under pytest's basetemp, which
+    another session may prune), torn down afterwards."""
+    state = Path(tempfile.mkdtemp(prefix="vendorpulse-chaos-"))
+    cluster = LocalKafka(nodes=3, base_port=free_base_port(base_port), state_dir=state)
+    stack: Stack | None = None
+    try:
+        bootstrap = cluster.start()
+        topics = Topics.for_prefix(prefix)
+        _retry(lambda: asyncio.run(ensure_topics(bootstrap, topics, partitions=6)), within=60)
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "VENDORPULSE_TOPIC_PREFIX": prefix,
+            "VENDORPULSE_DATA_DIR": str(state / "worker"),
+            "VENDORPULSE_ENV": "dev",
+        }
+        port = free_port()
+        worker = Child(["worker", "--loglevel", "warning"], env, state / "worker.log").start()
+        api = Child(["api", "--port", str(port)], env, state / "api.log").start()
+        stack = Stack(cluster, topics, worker, api, port, env)
+        yield stack
+    finally:
+        if stack is not None:
+            stack.api.kill(signal.SIGTERM)
+            stack.worker.kill(signal.SIGTERM)
+        cluster.stop(timeout=10)
+        if os.environ.get("VENDORPULSE_CHAOS_KEEP"):
+            print(f"chaos: state and logs kept in {state}")
+        else:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def _retry(step: Callable[[], object], within: float) -> None:
+    """A freshly started broker can be listening before its peers see it (NodeNotReadyError)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            step()
+            return
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+async def in_sync(bootstrap: str, within: float) -> None:
+    """Until every partition of every topic has all its replicas in sync."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    deadline = time.monotonic() + within
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        lagging = -1
+        with contextlib.suppress(KafkaError, OSError):
+            await admin.start()
+            described = await admin.describe_topics()
+            lagging = sum(
+                len(p["isr"]) < len(p["replicas"]) for topic in described for p in topic["partitions"]
+            )
+        await admin.close()
+        if lagging == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{lagging} partitions still under-replicated after {within:.0f} s")
+        await asyncio.sleep(1)
+
+
+@dataclass
+class BrokerLossResult:
+    sent: list[tuple[str, Event]]
+    kills: list[tuple[float, int]]
+    """(seconds into the run, node id) of every SIGKILL"""
+    watch: Watch
+    elapsed: float
+    worker_starts: int
+    api_starts: int
+
+    def summary(self) -> str:
+        return (
+            f"events={len(self.sent)} kills={[n for _, n in self.kills]} "
+            f"updates={len(self.watch.updates)} longest_update_gap={self.watch.longest_gap():.2f}s "
+            f"disconnects={self.watch.disconnects} elapsed={self.elapsed:.1f}s"
+        )
+
+
+async def _broker_loss(
+    stack: Stack, rate: float, duration: float, schedule: list[tuple[float, str, int]], vendor: str
+) -> BrokerLossResult:
+    seen = Watch(vendor)
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch(stack.ws_url(vendor), seen, stop))
+    sent: list[tuple[str, Event]] = []
+    config = SimConfig(vendors=4, products=12, customers=60, seed=17)
+    started = time.monotonic()
+    sim = asyncio.create_task(
+        produce(
+            stack.bootstrap, stack.topics.orders, stack.topics.inventory, config,
+            rate=rate, duration=duration, keep=sent,
+        )
+    )  # fmt: skip
+    kills: list[tuple[float, int]] = []
+    for at, action, node in schedule:
+        await asyncio.sleep(max(0.0, started + at - time.monotonic()))
+        if action == "kill":
+            await asyncio.to_thread(stack.cluster.kill_node, node, signal.SIGKILL)
+            kills.append((time.monotonic() - started, node))
+        else:
+            await asyncio.to_thread(stack.cluster.start_node, node)
+            await asyncio.to_thread(stack.cluster.wait_ready, 90)
+            # The next kill only after the restarted broker is back in every ISR: two brokers down at
+            # once leaves fewer in-sync replicas than min.insync.replicas, and writes rightly stop.
+            await in_sync(stack.bootstrap, within=90)
+    await sim
+    await asyncio.sleep(5)  # the last updates reach the client
+    stop.set()
+    await watcher
+    return BrokerLossResult(
+        sent, kills, seen, time.monotonic() - started, stack.worker.starts, stack.api.starts
+    )
+
+
+def broker_loss(
+    stack: Stack, rate: float = 150.0, duration: float = 40.0, vendor: str = "vendor-001"
+) -> BrokerLossResult:
+    """Simulate for `duration` s at `rate`/s; kill node 2 at 20 % of it, restart it at 45 %, kill node
+    3 at 55 %, restart it at 80 %."""
+    schedule = [
+        (0.20 * duration, "kill", 2),
+        (0.45 * duration, "start", 2),
+        (0.55 * duration, "kill", 3),
+        (0.80 * duration, "start", 3),
+    ]
+    stack.wait_api_ready()
+    return asyncio.run(_broker_loss(stack, rate, duration, schedule, vendor))
+
+
+def main() -> None:
+    """`python -m infra.chaos`: the broker-loss scenario with its figures (the equality check against
+    the reference is `pytest -m chaos tests/integration/test_faults.py`)."""
+    with three_brokers() as stack:
+        result = broker_loss(stack)
+        print(result.summary())
+
+
+if __name__ == "__main__":
+    main()
