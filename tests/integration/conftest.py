@@ -38,7 +38,7 @@ class WorkerProcess:
         self.logs.append(path)
         with path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "infra", "worker", "--loglevel", "warning"],
+                [sys.executable, "-m", "infra", "worker", "--loglevel", os.environ.get("VENDORPULSE_TEST_WORKER_LOGLEVEL", "warning")],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         return self
