@@ -58,7 +58,9 @@ class ApiSettings(KafkaSettings):
     messages_per_second: float = Field(default=10.0, gt=0)
     message_burst: int = Field(default=20, ge=1)
     max_connections_per_token: int = Field(default=5, ge=1)
-    send_queue_size: int = Field(default=64, ge=1, description="non-snapshot frames kept per connection")
+    # A worker catching up after a broker or worker failure publishes orders in bursts that the Kafka
+    # feed hands to every connection in one go; frames are shared strings, so a deep queue costs little.
+    send_queue_size: int = Field(default=1024, ge=1, description="non-snapshot frames kept per connection")
     close_grace_seconds: float = Field(default=2.0, gt=0)
     ws_max_size: int = Field(default=65536, ge=1024, description="frame size limit of the server itself")
     lag_interval_seconds: float = Field(default=2.0, gt=0)
