@@ -177,32 +177,41 @@ def three_brokers(base_port: int = 36092, prefix: str = "chaos-") -> Iterator[St
     another session may prune), torn down afterwards."""
     state = Path(tempfile.mkdtemp(prefix="vendorpulse-chaos-"))
     cluster = LocalKafka(nodes=3, base_port=free_base_port(base_port), state_dir=state)
-    stack: Stack | None = None
     try:
         bootstrap = cluster.start()
         topics = Topics.for_prefix(prefix)
         _retry(lambda: asyncio.run(ensure_topics(bootstrap, topics, partitions=6)), within=60)
-        env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "VENDORPULSE_TOPIC_PREFIX": prefix,
-            "VENDORPULSE_DATA_DIR": str(state / "worker"),
-            "VENDORPULSE_ENV": "dev",
-        }
-        port = free_port()
-        worker = Child(["worker", "--loglevel", "warning"], env, state / "worker.log").start()
-        api = Child(["api", "--port", str(port)], env, state / "api.log").start()
-        stack = Stack(cluster, topics, worker, api, port, env)
-        yield stack
+        with worker_and_api(bootstrap, prefix, state) as (worker, api, port, env):
+            yield Stack(cluster, topics, worker, api, port, env)
     finally:
-        if stack is not None:
-            stack.api.kill(signal.SIGTERM)
-            stack.worker.kill(signal.SIGTERM)
         cluster.stop(timeout=10)
         if os.environ.get("VENDORPULSE_CHAOS_KEEP"):
             print(f"chaos: state and logs kept in {state}")
         else:
             shutil.rmtree(state, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def worker_and_api(
+    bootstrap: str, prefix: str, state: Path
+) -> Iterator[tuple[Child, Child, int, dict[str, str]]]:
+    """`vendorpulse worker` and `vendorpulse api` (free port, dev token secret) as child processes with
+    their logs in `state`; both stopped with SIGTERM afterwards."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "VENDORPULSE_TOPIC_PREFIX": prefix,
+        "VENDORPULSE_DATA_DIR": str(state / "worker"),
+        "VENDORPULSE_ENV": "dev",
+    }
+    port = free_port()
+    worker = Child(["worker", "--loglevel", "warning"], env, state / "worker.log").start()
+    api = Child(["api", "--port", str(port)], env, state / "api.log").start()
+    try:
+        yield worker, api, port, env
+    finally:
+        api.kill(signal.SIGTERM)
+        worker.kill(signal.SIGTERM)
 
 
 def _retry(step: Callable[[], object], within: float) -> None:

@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import csv
 import os
 import shutil
-import signal
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import orjson
 
-from infra.chaos import WS_PATH, Child, free_port, wait_ready
+from infra.chaos import WS_PATH, Child, wait_ready, worker_and_api
 from infra.simulate import SimConfig, produce
 from infra.topics import Topics, ensure_topics
 
@@ -275,25 +272,6 @@ def draw(rows: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-@contextlib.contextmanager
-def _processes(bootstrap: str, prefix: str, state: Path) -> Iterator[tuple[Child, Child, int]]:
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "VENDORPULSE_TOPIC_PREFIX": prefix,
-        "VENDORPULSE_DATA_DIR": str(state / "worker"),
-        "VENDORPULSE_ENV": "dev",
-    }
-    port = free_port()
-    worker = Child(["worker", "--loglevel", "warning"], env, state / "worker.log").start()
-    api = Child(["api", "--port", str(port)], env, state / "api.log").start()
-    try:
-        yield worker, api, port
-    finally:
-        api.kill(signal.SIGTERM)
-        worker.kill(signal.SIGTERM)
-
-
 def soak(
     bootstrap: str, prefix: str, out: Path, *, duration: float = 60, clients: int = 20, rate: float = 50,
     interval: float = 5,
@@ -302,7 +280,7 @@ def soak(
     state = Path(tempfile.mkdtemp(prefix="vendorpulse-soak-"))
     try:
         asyncio.run(ensure_topics(bootstrap, Topics.for_prefix(prefix), partitions=6))
-        with _processes(bootstrap, prefix, state) as (worker, api, port):
+        with worker_and_api(bootstrap, prefix, state) as (worker, api, port, _):
             wait_ready(port, api)
             return asyncio.run(
                 _soak(
