@@ -69,12 +69,16 @@ class Feed:
         self.waiting_for: list[str] = []
 
     @property
-    def ready(self) -> bool:
-        """Kafka answered recently, partitions are assigned and the snapshots are rebuilt."""
-        fresh = self.kafka_ok_at is not None and time.monotonic() - self.kafka_ok_at < max(
+    def kafka_reachable(self) -> bool:
+        """Kafka answered within the last max(10 s, 3 lag intervals)."""
+        return self.kafka_ok_at is not None and time.monotonic() - self.kafka_ok_at < max(
             10.0, 3 * self.settings.lag_interval_seconds
         )
-        return self.assigned and self.hub.caught_up and fresh
+
+    @property
+    def ready(self) -> bool:
+        """Kafka answered recently, partitions are assigned and the snapshots are rebuilt."""
+        return self.assigned and self.hub.caught_up and self.kafka_reachable
 
     async def run(self) -> None:
         backoff = 0.2

@@ -86,6 +86,7 @@ async def websocket_status(_: AdminClaims, services: Svc, feed: FeedDep) -> dict
         "instance": services.settings.instance_id,
         "uptimeSeconds": round(telemetry.uptime_seconds(), 3),
         "ready": feed.ready if feed is not None else hub.caught_up,
+        "kafkaReachable": feed.kafka_reachable if feed is not None else None,
         "connections": {
             "total": hub.total(),
             "perVendor": {v: len(c) for v, c in sorted(hub.connections.items())},
@@ -126,6 +127,7 @@ async def readyz(services: Svc, feed: FeedDep) -> Response:
     body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
     if feed is not None:
         body |= {
+            "kafkaReachable": feed.kafka_reachable,
             "assigned": feed.assigned,
             "rebuilt": services.hub.caught_up,
             "waitingForTopics": feed.waiting_for,

@@ -19,3 +19,7 @@ class PortBusyError(InfraError):
 
 class TopicLayoutError(InfraError):
     """Existing topics do not have the layout the pipeline relies on (e.g. co-partitioning)."""
+
+
+class DeliveryError(InfraError):
+    """Kafka did not acknowledge events a producer had sent."""

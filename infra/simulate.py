@@ -30,6 +30,7 @@ from schemas.events import (
 )
 
 CATEGORIES = ("Electronics", "Home", "Books", "Fashion", "Toys", "Beauty", "Sports", "Grocery")
+DELIVERY_TIMEOUT_MS = 120_000
 CURRENCIES = ("EUR", "USD", "GBP", "SEK")
 ADJECTIVES = ("Classic", "Compact", "Deluxe", "Eco", "Smart", "Ultra", "Mini", "Pro")
 NOUNS = ("Lamp", "Kettle", "Novel", "Sneaker", "Puzzle", "Serum", "Racket", "Coffee", "Headset", "Mug")
@@ -209,6 +210,10 @@ async def produce(
         enable_idempotence=True,
         linger_ms=5,
         max_batch_size=256 * 1024,
+        # aiokafka fails a batch still waiting after request_timeout_ms once its partition has no
+        # leader, as every partition has while a cluster comes back from a total outage; 120 s is
+        # the Java producer's delivery.timeout.ms, so an outage of up to about 1.5 min is bridged.
+        request_timeout_ms=DELIVERY_TIMEOUT_MS,
     )
     await producer.start()
     summary = SimSummary()
@@ -241,14 +246,28 @@ async def produce(
                 if keep is not None:
                     keep.append((topic, event))
             if len(pending) > 20000:
-                await asyncio.gather(*pending)
+                await _acknowledged(pending)
                 pending.clear()
             summary.elapsed = time.monotonic() - started
             if on_progress:
                 on_progress(summary)
         await producer.flush()
-        await asyncio.gather(*pending)  # every send acknowledged by all in-sync replicas
+        await _acknowledged(pending)  # every send acknowledged by all in-sync replicas
     finally:
         await producer.stop()
     summary.elapsed = time.monotonic() - started
     return summary
+
+
+async def _acknowledged(pending: list[asyncio.Future[object]]) -> None:
+    """Wait for every send; raise DeliveryError saying how many Kafka did not acknowledge, and why."""
+    from infra.exceptions import DeliveryError
+
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        raise DeliveryError(
+            f"Kafka did not acknowledge {len(failed)} of {len(results)} events "
+            f"({type(failed[0]).__name__}: {failed[0]}); they may be missing from the topics. "
+            "Is every broker back? Sending the same events again is harmless (duplicate event_ids are ignored)."
+        ) from failed[0]

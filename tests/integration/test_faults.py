@@ -24,12 +24,12 @@ import pytest
 from api import Backoff, VendorPulseClient
 from api.auth import make_token
 from api.settings import api_settings
-from infra.chaos import Child, broker_loss, free_port, three_brokers, wait_ready
-from infra.simulate import EventGenerator, SimConfig
+from infra.chaos import Child, Stack, broker_loss, free_port, three_brokers, wait_ready
+from infra.simulate import EventGenerator, SimConfig, produce
 from infra.soak import soak
 from infra.topics import Topics
 from schemas.codec import FastavroCodec
-from schemas.events import OrderItem, OrderPlaced
+from schemas.events import Event, OrderItem, OrderPlaced
 from tests.conftest import _free_base_port
 from tests.integration.conftest import ROOT, WorkerProcess, latest_snapshots, read_topic
 from tests.integration.test_worker import Message, assert_converges, history, send
@@ -285,3 +285,267 @@ async def _crash_under_load(
         await client.close()
     await asyncio.gather(*readers, return_exceptions=True)
     return list(seen.values()), kills
+
+
+@pytest.mark.chaos
+def test_total_kafka_outage_nothing_restarts_and_everything_converges(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every broker SIGKILLed for 25 s while `simulate` runs and one client per vendor is connected."""
+    # Ports below Linux's ephemeral range (32768-60999): while every broker is down, clients retry
+    # their ports hundreds of times a second, and a retry can take a dead broker's port as its own
+    # local port (a TCP self-connect), so the broker could not listen again when restarted.
+    with three_brokers(base_port=_free_base_port(26092)) as stack:
+        stack.wait_api_ready()
+        worker = WorkerProcess(stack.env, stack.worker.log)
+        worker.proc = stack.worker.proc
+        worker.logs = [stack.worker.log]
+        outage = asyncio.run(_total_outage(stack, worker, rate=100.0, before=15.0, down=25.0, after=20.0))
+        with capsys.disabled():
+            print(f"\ntotal outage: {outage.summary()}")
+        assert outage.produce_error is None, f"the simulator failed: {outage.produce_error}"
+        assert outage.lost_acked == 0  # every record acknowledged before the kill is still in Kafka
+        assert outage.acked_before > 0
+        assert stack.worker.alive(), stack.worker.tail()
+        assert stack.api.alive(), stack.api.tail()
+        assert (stack.worker.starts, stack.api.starts) == (1, 1)  # neither was restarted
+        for seen in outage.clients.values():
+            assert seen.disconnects == 0, seen.vendor  # stayed connected through the outage
+            assert seen.pings_during_outage >= 1, seen.vendor  # the heartbeat went on
+            assert seen.refreshed_during_outage, seen.vendor  # the API kept serving what it holds
+            assert seen.versions == sorted(seen.versions), seen.vendor  # never an older snapshot
+        assert outage.first_update is not None  # updates flowed again, nothing restarted
+        assert outage.clients_converged is not None  # every client reached its vendor's final snapshot
+        # what an operator sees: /readyz 200 before, 503 while Kafka is down, 200 again after
+        assert outage.ready_before
+        assert outage.ready_after
+        assert outage.readyz_503 is not None, "/readyz stayed 200 through a total Kafka outage"
+        assert outage.status_during is not None
+        assert outage.status_during["ready"] is False  # the admin status says so too
+        assert outage.status_during["kafkaReachable"] is False
+
+
+@dataclass
+class Listener:
+    """One vendor's WebSocket client through the outage."""
+
+    vendor: str
+    versions: list[int] = field(default_factory=list)
+    updates: list[float] = field(default_factory=list)  # metrics_update arrivals
+    pings: list[float] = field(default_factory=list)
+    refresh_sent: float | None = None
+    refreshed_during_outage: bool = False
+    disconnects: int = 0
+    pings_during_outage: int = 0
+
+
+@dataclass
+class Outage:
+    clients: dict[str, Listener]
+    sent: list[tuple[str, Event]] = field(default_factory=list)
+    killed_at: float = 0.0
+    restarted_at: float = 0.0
+    cluster_ready: float = 0.0
+    """seconds from the restart until every broker answered"""
+    acked_before: int = 0
+    """records Kafka held (high watermarks of orders and inventory) just before the kill"""
+    lost_acked: int = 0
+    produce_error: str | None = None
+    first_update: float | None = None
+    """seconds from the restart until the first metrics_update reached a client"""
+    snapshots_converged: float | None = None
+    clients_converged: float | None = None
+    ready_before: bool = False
+    ready_after: bool = False
+    readyz_503: float | None = None
+    """seconds from the kill until /readyz first answered 503 with kafkaReachable false"""
+    readyz_200: float | None = None
+    """seconds from the restart until /readyz answered 200 again"""
+    status_during: dict[str, Any] | None = None
+
+    def summary(self) -> str:
+        def s(x: float | None) -> str:
+            return "never" if x is None else f"{x:.1f}s"
+
+        return (
+            f"events={len(self.sent)} acked_before_kill={self.acked_before} lost_acked={self.lost_acked} "
+            f"brokers_down={self.restarted_at - self.killed_at:.1f}s cluster_back={s(self.cluster_ready)} "
+            f"first_update={s(self.first_update)} snapshots_converged={s(self.snapshots_converged)} "
+            f"clients_converged={s(self.clients_converged)} (all after the restart) "
+            f"readyz_503={s(self.readyz_503)} after the kill, readyz_200={s(self.readyz_200)} after the restart; "
+            f"pings_during_outage={sorted(c.pings_during_outage for c in self.clients.values())} "
+            f"disconnects={sum(c.disconnects for c in self.clients.values())} "
+            f"simulator={'ok' if self.produce_error is None else self.produce_error}"
+        )
+
+
+async def _listen(url: str, seen: Listener, stop: asyncio.Event, refresh: asyncio.Event) -> None:
+    """Stay connected, answer pings, record snapshots; send one `refresh` once `refresh` is set."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    while not stop.is_set():
+        try:
+            async with connect(url, open_timeout=10) as ws:
+                while not stop.is_set():
+                    if refresh.is_set() and seen.refresh_sent is None:
+                        seen.refresh_sent = time.monotonic()
+                        await ws.send(
+                            orjson.dumps({"type": "refresh", "data": None, "timestamp": _now_iso()}).decode()
+                        )
+                    try:
+                        message = orjson.loads(await asyncio.wait_for(ws.recv(), 0.5))
+                    except TimeoutError:
+                        continue
+                    now, kind = time.monotonic(), message["type"]
+                    if kind in ("analytics_update", "metrics_update"):
+                        seen.versions.append(int(message["data"]["version"]))
+                        if kind == "metrics_update":
+                            seen.updates.append(now)
+                        elif seen.refresh_sent is not None and now - seen.refresh_sent < 5:
+                            seen.refreshed_during_outage = True  # the answer to our refresh
+                    elif kind == "ping":
+                        seen.pings.append(now)
+                        pong = {"type": "pong", "data": message["data"], "timestamp": message["timestamp"]}
+                        await ws.send(orjson.dumps(pong).decode())
+        except (ConnectionClosed, OSError, TimeoutError):
+            if not stop.is_set():
+                seen.disconnects += 1
+                await asyncio.sleep(0.5)
+
+
+def _now_iso() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _http(url: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    """(status, JSON body) of a GET; (0, {}) when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=3) as r:
+            return int(r.status), orjson.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read() or b"{}")
+    except (urllib.error.URLError, OSError):
+        return 0, {}
+
+
+async def _high_watermarks(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        assert tps, f"no partitions known for {topics}"
+        return {(tp.topic, tp.partition): end for tp, end in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def _offsets_held(bootstrap: str, topics: list[str]) -> set[tuple[str, int, int]]:
+    """(topic, partition, offset) of every record Kafka holds in `topics` (read once the input stopped)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    held: set[tuple[str, int, int]] = set()
+    try:
+        while batch := await consumer.getmany(timeout_ms=1500):
+            held |= {(r.topic, r.partition, r.offset) for rs in batch.values() for r in rs}
+    finally:
+        await consumer.stop()
+    return held
+
+
+async def _total_outage(
+    stack: Stack, worker: WorkerProcess, rate: float, before: float, down: float, after: float
+) -> Outage:
+    """`simulate` at `rate` for before + down + after s; after `before` s SIGKILL every broker and
+    restart them all `down` s later. One WebSocket client per vendor and a /readyz poll throughout."""
+    config = SimConfig(vendors=4, products=12, customers=60, seed=19)
+    vendors = [f"vendor-{i:03d}" for i in range(1, config.vendors + 1)]
+    outage = Outage({v: Listener(v) for v in vendors})
+    stop, refresh = asyncio.Event(), asyncio.Event()
+    listeners = [
+        asyncio.create_task(_listen(stack.ws_url(v), outage.clients[v], stop, refresh)) for v in vendors
+    ]
+    readyz: list[tuple[float, int, object]] = []  # (when, status, kafkaReachable)
+    base = f"http://127.0.0.1:{stack.api_port}"
+
+    async def poll_readyz() -> None:
+        while not stop.is_set():
+            code, body = await asyncio.to_thread(_http, f"{base}/readyz")
+            readyz.append((time.monotonic(), code, body.get("kafkaReachable")))
+            await asyncio.sleep(0.5)
+
+    poller = asyncio.create_task(poll_readyz())
+    sim = asyncio.create_task(
+        produce(
+            stack.bootstrap, stack.topics.orders, stack.topics.inventory, config,
+            rate=rate, duration=before + down + after, keep=outage.sent,
+        )
+    )  # fmt: skip
+    inputs = [stack.topics.orders, stack.topics.inventory]
+    await asyncio.sleep(before)
+    watermarks = await _high_watermarks(stack.bootstrap, inputs)  # acknowledged by every in-sync replica
+    outage.acked_before = sum(watermarks.values())
+    outage.killed_at = time.monotonic()
+    for node in stack.cluster.nodes:
+        await asyncio.to_thread(stack.cluster.kill_node, node.node_id, signal.SIGKILL)
+    await asyncio.sleep(down / 2)
+    refresh.set()  # mid-outage: the API still answers a refresh with the snapshot it holds
+    settings = api_settings(env="dev", bootstrap_servers=stack.bootstrap)
+    admin = make_token(None, admin=True, settings=settings)
+    await asyncio.sleep(max(0.0, outage.killed_at + down - 2 - time.monotonic()))
+    outage.status_during = (
+        await asyncio.to_thread(_http, f"{base}/api/v1/analytics/websocket/status", admin)
+    )[1]
+    await asyncio.sleep(max(0.0, outage.killed_at + down - time.monotonic()))
+    for c in outage.clients.values():
+        c.pings_during_outage = sum(t >= outage.killed_at for t in c.pings)
+    outage.restarted_at = time.monotonic()
+    for node in stack.cluster.nodes:
+        await asyncio.to_thread(stack.cluster.start_node, node.node_id)
+    await asyncio.to_thread(stack.cluster.wait_ready, 180)
+    outage.cluster_ready = time.monotonic() - outage.restarted_at
+    try:  # the simulator's buffered sends are delivered, or it says why not
+        await asyncio.wait_for(sim, timeout=before + down + after + 180)
+    except Exception as exc:
+        outage.produce_error = f"{type(exc).__name__}: {exc}"
+    await asyncio.to_thread(assert_converges, stack.bootstrap, stack.topics, outage.sent, worker, 180)
+    outage.snapshots_converged = time.monotonic() - outage.restarted_at
+    final = await asyncio.to_thread(latest_snapshots, stack.bootstrap, stack.topics.metrics)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if all(c.versions and c.versions[-1] == final[v]["version"] for v, c in outage.clients.items()):
+            outage.clients_converged = time.monotonic() - outage.restarted_at
+            break
+        await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.gather(*listeners, poller)
+    held = await _offsets_held(stack.bootstrap, inputs)
+    outage.lost_acked = sum(
+        (topic, partition, offset) not in held
+        for (topic, partition), end in watermarks.items()
+        for offset in range(end)
+    )
+    updates = [t for c in outage.clients.values() for t in c.updates if t > outage.restarted_at]
+    outage.first_update = min(updates) - outage.restarted_at if updates else None
+    outage.ready_before = any(code == 200 for t, code, _ in readyz if t < outage.killed_at)
+    outage.ready_after = bool(readyz) and readyz[-1][1] == 200
+    down_503 = [
+        t for t, code, reachable in readyz
+        if outage.killed_at <= t < outage.restarted_at and code == 503 and reachable is False
+    ]  # fmt: skip
+    outage.readyz_503 = down_503[0] - outage.killed_at if down_503 else None
+    up_200 = [t for t, code, _ in readyz if t >= outage.restarted_at and code == 200]
+    outage.readyz_200 = up_200[0] - outage.restarted_at if up_200 else None
+    return outage
