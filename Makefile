@@ -55,6 +55,7 @@ bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json
 	$(BIN)/python -m bench.processor
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.replay
+	$(BIN)/python -m bench.abuse
 
 clean: ## stop Kafka and delete .venv and .vendorpulse
 	-$(BIN)/vendorpulse kafka stop

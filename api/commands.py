@@ -11,8 +11,9 @@ def run_api(host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
     from api.app import create_app
-    from api.server import config, tune_gc
+    from api.server import config, raise_fd_limit, tune_gc
 
+    raise_fd_limit()
     settings = api_settings()
     server = uvicorn.Server(config(create_app(settings), settings, host, port))
     tune_gc()

@@ -1,12 +1,15 @@
 """How the API is served: one uvicorn configuration for `vendorpulse api`, the tests and the benchmark.
 
 uvloop + httptools, uvicorn's sans-I/O websockets implementation, permessage-deflate off (MEASURED.md:
-it triples the CPU per frame), WebSocket-level pings on next to the application heartbeat.
+it triples the CPU per frame), WebSocket-level pings on next to the application heartbeat, and a
+deadline and size cap on request heads that uvicorn lacks (`api.handshake`). No `limit_concurrency`:
+half-open sockets count towards it, so a flood of them would make uvicorn answer 503 to good clients.
 """
 
 from __future__ import annotations
 
 import gc
+import resource
 import threading
 import time
 from types import TracebackType
@@ -15,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.config import LOGGING_CONFIG
 
+from api.handshake import guarded_protocol
 from api.settings import ApiSettings
 
 
@@ -27,12 +31,19 @@ def config(
     own_logging: bool = True,
 ) -> uvicorn.Config:
     """`own_logging=False` leaves the logging setup to the caller (pytest's log capture)."""
+    services = getattr(app.state, "services", None)  # create_app's; absent in a bare FastAPI app
+
+    def refused(reason: str) -> None:
+        if services is not None:
+            services.telemetry.http_refused.labels(reason).inc()
+
+    http = guarded_protocol(settings.request_timeout_seconds, settings.max_request_head_bytes, refused)
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=http,
         ws="websockets-sansio",
         ws_per_message_deflate=False,
         ws_max_size=settings.ws_max_size,
@@ -43,6 +54,13 @@ def config(
         log_level=log_level,
         log_config=LOGGING_CONFIG if own_logging else None,
     )
+
+
+def raise_fd_limit() -> None:
+    """Every connection, half-open ones included, holds a descriptor until it is closed: use the hard
+    limit, not the soft one (often 1024), so that a burst of them does not starve the Kafka feed."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def tune_gc() -> None:

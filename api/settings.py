@@ -63,6 +63,11 @@ class ApiSettings(KafkaSettings):
     send_queue_size: int = Field(default=1024, ge=1, description="non-snapshot frames kept per connection")
     close_grace_seconds: float = Field(default=2.0, gt=0)
     ws_max_size: int = Field(default=65536, ge=1024, description="frame size limit of the server itself")
+    # uvicorn closes a connection that never completes its request only with these (api.handshake).
+    request_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="a request's head and body (or WebSocket upgrade) must arrive within"
+    )
+    max_request_head_bytes: int = Field(default=16384, ge=1024, description="request line plus headers")
     lag_interval_seconds: float = Field(default=2.0, gt=0)
     resume_max_records: int = Field(
         default=10_000, ge=1, description="vendor-activity offsets a resume reads back at most"

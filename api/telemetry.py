@@ -85,6 +85,12 @@ class Telemetry:
         self.rejected = Counter(
             "vendorpulse_ws_inbound_errors", "client messages answered with error", ["code"], registry=reg
         )
+        self.http_refused = Counter(
+            "vendorpulse_http_refused",
+            "connections closed before their request was complete (408 too slow, 431 head too large)",
+            ["reason"],
+            registry=reg,
+        )
         self.lag = Gauge("vendorpulse_consumer_lag", "records not yet consumed", ["topic"], registry=reg)
         self.records = Counter("vendorpulse_consumer_records", "records consumed", ["topic"], registry=reg)
         self.bad_records = Counter(
