@@ -2,9 +2,14 @@
 changelog-backed table holding each vendor's fold state, a timer that emits snapshots.
 
 Effectively once, without Kafka transactions (docs/EFFECTIVELY_ONCE.md):
-- the agent reads with manual acks and acknowledges a partition's events only after the table writes
-  that contain them were handed to the producer; Faust flushes the producer before it commits offsets,
-  so a committed offset never runs ahead of the stored state;
+- the agent reads with manual acks and acknowledges a batch's events only after the table writes
+  that contain them were delivered; only those acks reach the consumer (Faust's stream also acks
+  the events it drops during a rebalance or a shutdown), so a committed offset never passes input
+  that is not stored;
+- each batch's table writes also carry, per input partition, the offset up to which input is stored
+  (the partition's watermark); once the table is recovered after a rebalance, the worker commits
+  the watermarks before Faust seeks to the committed offsets, so reading resumes exactly where the
+  stored state ends;
 - every stored vendor state carries the input offsets it contains, and input at or below them is
   skipped, so what Kafka delivers again after a crash or a rebalance is not counted twice.
 """
@@ -21,14 +26,23 @@ import time
 import weakref
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.streams import _current_event
-from faust.types import TP, EventT
+from faust.transport.consumer import Consumer
+from faust.types import EventT
 
 from infra.topics import Topics, broker_count, ensure_topics, partition_for
-from processors.changelog import VendorLog, restore, split_key
+from processors.changelog import (
+    VendorLog,
+    decode_watermark,
+    encode_watermark,
+    is_vendor_key,
+    restore,
+    split_key,
+    watermark_key,
+)
 from processors.fold import Folder, Record
 from processors.settings import WorkerSettings
 from schemas.codec import FastavroCodec
@@ -74,6 +88,8 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         if index is None:
             index = {}
             for key in table:
+                if not is_vendor_key(key):
+                    continue
                 vendor_id, _ = split_key(key)
                 entry = index.get(vendor_id)
                 if entry is None:
@@ -121,6 +137,29 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
             for r in records
         ]
 
+    # From a revocation until the table is recovered, batches are neither stored nor acked. Not
+    # `app.rebalancing`: Faust clears it only after it resumed the flow, so events read in between
+    # would be dropped after the seek that could have read them again.
+    paused = False
+    revocations = 0
+    reemit = False  # set when a rebalance completes: see emit_snapshots
+    # Faust acks, by itself, every event its stream drops while the flow is stopped (a rebalance,
+    # a shutdown) or whose generation is stale: those acks would let the group's offset pass input
+    # that was never stored. Only the acks of stored events reach the consumer.
+    stored: set[int] = set()  # id() of the messages being acked after their batch was stored
+
+    def install_ack_filter() -> None:
+        consumer = app.consumer
+        if getattr(consumer, "_vendorpulse_acks", False):
+            return
+        ack = consumer.ack
+
+        def stored_only(message: Any) -> bool:
+            return id(message) in stored and ack(message)
+
+        consumer.ack = stored_only  # type: ignore[method-assign]  # Faust has no hook for this
+        consumer._vendorpulse_acks = True  # type: ignore[attr-defined]
+
     @app.agent(source)
     async def fold(stream: Any) -> None:  # a faust Stream; its type lacks noack_take()
         # Batches of up to flush_max_events, or whatever arrived within flush_interval_ms. Order per
@@ -129,33 +168,48 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         # never ahead of the changelog.
         interval = settings.flush_interval_ms / 1000
         async for batch in stream.noack_take(settings.flush_max_events, within=interval):
-            generation = app.consumer_generation_id
+            if paused:
+                continue  # read during a rebalance: not acked, so read again once it completes
+            generation, epoch = app.consumer_generation_id, revocations
             current = [e for e in batch if e.message.generation_id == generation]  # stale: skip
             records: list[Record] = []
             last_of: dict[int, EventT[Any]] = {}
+            read_up_to: dict[int, dict[str, int]] = {}  # partition -> topic -> next offset
             for event in current:
                 message = event.message
                 records += folder.handle(
                     message.topic, message.partition, message.offset, message.key, message.value
                 )
                 last_of[message.partition] = event
+                read_up_to.setdefault(message.partition, {})[message.topic] = message.offset + 1
             if records:
                 await asyncio.gather(*await send(records))
-            if app.rebalancing or app.consumer_generation_id != generation:
-                # The partitions' next owner restores from the changelog (the revocation dropped our
-                # in-memory state); a write now could land after that restore. Not acked: the next
-                # owner reads these events again.
+            if paused or revocations != epoch or app.consumer_generation_id != generation:
+                # A rebalance began: the partitions' next owner restores from the changelog, and a
+                # write now could land after that restore. Not stored, not acked: read again after
+                # the rebalance, so the in-memory states that folded them are dropped too (the
+                # revocation may have dropped them before this batch loaded them again).
+                drop_memory(set(last_of))
                 continue
             # The writes reach the producer's accumulator at once (its send only waits when the
             # accumulator is full), so a rebalance's flush delivers them before the next owner restores.
             changelog: list[Awaitable[Any]] = []
-            for last in last_of.values():
-                changelog += await write_table(last, folder.flush(last.message.partition))
+            for partition, last in last_of.items():
+                mark = watermark(partition)
+                for topic, offset in read_up_to[partition].items():  # input read twice: no step back
+                    mark[topic] = max(offset, mark.get(topic, 0))
+                writes = [*folder.flush(partition), (watermark_key(partition), encode_watermark(mark))]
+                changelog += await write_table(last, writes)
             await asyncio.gather(*changelog)
-            if app.rebalancing or app.consumer_generation_id != generation:
+            if paused or revocations != epoch or app.consumer_generation_id != generation:
+                drop_memory(set(last_of))  # stored, but not acked: read again, skipped
                 continue  # the writes are out; acks now could be stale
-            for event in current:
-                await stream.ack(event)
+            stored.update(id(e.message) for e in current)
+            try:
+                for event in current:
+                    await stream.ack(event)
+            finally:
+                stored.clear()
 
     changelog_topic = table.changelog_topic.get_topic_name()
 
@@ -179,8 +233,40 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
             _current_event.reset(token)
         return futures
 
+    def watermark(partition: int) -> dict[str, int]:
+        return decode_watermark(table.data.get(watermark_key(partition)))
+
+    async def rewind_to_watermarks() -> None:
+        """Commit each assigned input partition's stored watermark as the group's offset.
+
+        Runs once the table is recovered, just before Faust seeks the input to the committed
+        offsets, so that seek starts exactly where the stored state ends, whatever was committed
+        before (docs/EFFECTIVELY_ONCE.md). With no watermark (nothing stored for the partition yet)
+        the partition starts at its beginning; input read twice is skipped per vendor. Kafka
+        refuses the commit of a member that left, so a leaving worker cannot undo this one.
+        """
+        consumer = cast(Consumer, app.consumer)
+        inputs = [tp for tp in consumer.assignment() if tp.topic in (topics.orders, topics.inventory)]
+        marks = {tp: watermark(tp.partition).get(tp.topic) for tp in inputs}
+        unmarked = [tp for tp, mark in marks.items() if mark is None]
+        earliest = dict(await consumer.earliest_offsets(*unmarked)) if unmarked else {}
+        targets = {tp: mark if mark is not None else earliest[tp] for tp, mark in marks.items()}
+        if targets:
+            log.debug("input starts at the stored watermarks: %s", sorted(targets.items()))
+            # Faust has no public call to commit given offsets; this is the one its own commit uses.
+            await consumer._commit(targets)
+
     @app.timer(max(settings.snapshot_interval_ms, 10) / 1000)
     async def emit_snapshots() -> None:
+        nonlocal reemit
+        if reemit and not paused:
+            # After a rebalance, every vendor of the assigned partitions once: the previous owner
+            # (or this worker, before the revocation dropped it) may have stored a state it never
+            # emitted, and no input of that vendor may come again to load it (what it stored is
+            # committed). Loading a vendor marks its snapshot due.
+            reemit = False
+            for vendor_id, partition in every_vendor():
+                folder.vendor(vendor_id, partition)
         now_ms = int(time.time() * 1000)
         records = folder.roll(now_ms, every_vendor) + folder.due_snapshots(now_ms)
         if records:
@@ -192,22 +278,40 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         found.update({v: log.partition for v, log in folder.vendors.items()})
         return [(v, p) for v, p in found.items() if p in assigned]
 
-    @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # as below
-    async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
-        # Vendor states are millions of long-lived objects that a full collection only rescans
-        # (a third of replay's time, measured). Freeze what exists after each rebalance and make
-        # young collections rarer; the few cycles made per batch are still collected.
-        gc.freeze()
-        gc.set_threshold(20_000, 50, 100)
+    def drop_memory(partitions: set[int] | None = None) -> None:
+        """Forget in-memory vendor states (of `partitions`, or all) and the table index: the next
+        event of a forgotten vendor loads it from the table, through an index scanned afresh (the
+        cached one does not know the tail keys written since it was built)."""
+        nonlocal index
+        folder.forget(partitions)
+        index = None
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types async receivers too narrowly
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
-        nonlocal index
-        revoked: set[TP] = args[0] if args else kwargs["revoked"]
-        # The next owner (maybe us again) starts from the table and the committed offsets; unacked
-        # events are delivered again, so in-memory progress for these partitions is dropped.
-        folder.forget({tp.partition for tp in revoked})
-        index = None
+        nonlocal paused, revocations
+        install_ack_filter()
+        paused = True
+        revocations += 1
+        # The next owner (maybe us again) starts from the table and the committed offsets; what was
+        # not stored is read again, so in-memory progress is dropped.
+        drop_memory()
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # as above
+    async def on_recovered(sender: Any, *args: Any, **kwargs: Any) -> None:
+        # Sent once the table is recovered, before the input is sought and resumed. A batch that
+        # ran during the rebalance may have loaded vendors (and scanned the index) from a table that
+        # was not recovered yet: drop all that again.
+        nonlocal paused, reemit
+        install_ack_filter()
+        drop_memory()
+        await rewind_to_watermarks()
+        paused = False
+        reemit = True
+        # Long-lived objects that a full collection only rescans (a third of replay's time,
+        # measured): freeze what exists and make young collections rarer; the few cycles made per
+        # batch are still collected.
+        gc.freeze()
+        gc.set_threshold(20_000, 50, 100)
 
     return app
 

@@ -21,6 +21,16 @@ that Kafka delivers again after a crash (see docs/EFFECTIVELY_ONCE.md).
 
 Tail value framing (all integers big-endian): u32 length of a JSON header, the header
 `{"v": first_version, "o": {"topic:partition": offset}}`, then per message a u32 length and its bytes.
+
+Besides the vendors, each partition of the table holds one *watermark*:
+
+    key  b"\\x00watermark:<partition>"        -> `{"<input topic>": next_offset}`: every input record of
+                                                  that partition below `next_offset` is contained in the
+                                                  stored vendor states (or was refused to the DLQ)
+
+It is written with every batch. After a rebalance the worker commits it as the group's offset before
+Faust seeks there, so input is read from where the stored state ends (docs/EFFECTIVELY_ONCE.md).
+Vendor ids never contain NUL, so a watermark key never collides with a vendor's.
 """
 
 from __future__ import annotations
@@ -47,6 +57,29 @@ def checkpoint_key(vendor_id: str) -> bytes:
 
 def tail_key(vendor_id: str, first_version: int) -> bytes:
     return vendor_id.encode() + SEP + b"%016x" % first_version
+
+
+def watermark_key(partition: int) -> bytes:
+    return SEP + b"watermark:%d" % partition
+
+
+def is_vendor_key(key: bytes) -> bool:
+    """False for the partitions' watermark keys."""
+    return not key.startswith(SEP)
+
+
+def encode_watermark(positions: dict[str, int]) -> bytes:
+    return orjson.dumps(positions, option=orjson.OPT_SORT_KEYS)
+
+
+def decode_watermark(data: bytes | None) -> dict[str, int]:
+    """{input topic: next offset to read}; empty when nothing was stored for the partition yet."""
+    if data is None:
+        return {}
+    try:
+        return {str(topic): int(offset) for topic, offset in orjson.loads(data).items()}
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+        raise StateFormatError(f"unreadable watermark: {exc}") from exc
 
 
 def split_key(key: bytes) -> tuple[str, int | None]:

@@ -142,8 +142,9 @@ class Folder:
         log = self.vendors.get(vendor_id)
         if log is None:
             log = self.vendors[vendor_id] = self.load(vendor_id, partition)
-            # The previous owner may have stored this state and died before it emitted the snapshot;
-            # the input it is then read again is all skipped, so emit the restored state once.
+            # The previous owner may have stored this state and died before it emitted the snapshot:
+            # emit the restored state once (the worker loads every vendor of its partitions after a
+            # rebalance for this, as no input of the vendor may come again).
             self.snapshot_due.add(vendor_id)
         return log
 

@@ -9,7 +9,18 @@ from itertools import islice
 import pytest
 
 from infra.simulate import EventGenerator, SimConfig
-from processors.changelog import MIN_CHECKPOINT_BYTES, TailBatch, VendorLog, restore, split_key, tail_key
+from processors.changelog import (
+    MIN_CHECKPOINT_BYTES,
+    TailBatch,
+    VendorLog,
+    decode_watermark,
+    encode_watermark,
+    is_vendor_key,
+    restore,
+    split_key,
+    tail_key,
+    watermark_key,
+)
 from processors.exceptions import StateFormatError
 from processors.metrics import apply, snapshot
 from processors.state import dumps, new_state
@@ -99,3 +110,17 @@ def test_tail_batch_round_trip_and_bad_bytes() -> None:
     assert TailBatch.decode(batch.encode()) == batch
     with pytest.raises(StateFormatError):
         TailBatch.decode(batch.encode()[:-3])
+
+
+def test_watermark_keys_are_apart_from_vendor_keys_and_round_trip() -> None:
+    keys = [watermark_key(p) for p in range(12)]
+    assert len(set(keys)) == 12  # one per partition: the memory store is one dict for all of them
+    assert not any(is_vendor_key(k) for k in keys)
+    assert is_vendor_key(tail_key("vendor-001", 7))
+    assert is_vendor_key(b"vendor-001")
+    positions = {"vp-orders": 1041, "vp-inventory": 17}
+    assert decode_watermark(encode_watermark(positions)) == positions
+    assert decode_watermark(None) == {}
+    for bad in (b"[1]", b"{", b'{"t": "x"}'):
+        with pytest.raises(StateFormatError):
+            decode_watermark(bad)
