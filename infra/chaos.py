@@ -172,9 +172,11 @@ class Stack:
 
 
 @contextlib.contextmanager
-def three_brokers(base_port: int = 36092, prefix: str = "chaos-") -> Iterator[Stack]:
+def three_brokers(base_port: int = 27092, prefix: str = "chaos-") -> Iterator[Stack]:
     """The whole stack on a private cluster in a temporary folder (not under pytest's basetemp, which
-    another session may prune), torn down afterwards."""
+    another session may prune), torn down afterwards. Ports sit below Linux's ephemeral range
+    (32768-60999): a client's reconnect attempts could otherwise take a killed broker's port as their
+    own local port, and the broker could not listen there again when it restarts."""
     state = Path(tempfile.mkdtemp(prefix="vendorpulse-chaos-"))
     cluster = LocalKafka(nodes=3, base_port=free_base_port(base_port), state_dir=state)
     try:

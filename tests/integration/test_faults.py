@@ -43,7 +43,7 @@ codec = FastavroCodec()
 def test_broker_loss_keeps_every_event_and_the_client_keeps_receiving(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with three_brokers(base_port=_free_base_port(36092)) as stack:
+    with three_brokers(base_port=_free_base_port(27092)) as stack:
         result = broker_loss(stack, rate=150.0, duration=40.0)
         with capsys.disabled():
             print(f"\nbroker loss: {result.summary()}")
