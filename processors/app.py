@@ -22,6 +22,7 @@ import gc
 import logging
 import os
 import shutil
+import signal
 import time
 import weakref
 from collections.abc import Awaitable
@@ -255,6 +256,18 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
             log.debug("input starts at the stored watermarks: %s", sorted(targets.items()))
             # Faust has no public call to commit given offsets; this is the one its own commit uses.
             await consumer._commit(targets)
+
+    @app.task
+    async def dump_tasks_on_sigusr1() -> None:
+        """`kill -USR1 <worker pid>` logs the stack of every asyncio task: what a stalled worker waits on."""
+
+        def dump() -> None:
+            for task in asyncio.all_tasks():
+                frames = task.get_stack(limit=12)
+                where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
+                log.warning("task %s: %s", task.get_name(), where or "(no frames)")
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
 
     @app.timer(max(settings.snapshot_interval_ms, 10) / 1000)
     async def emit_snapshots() -> None:
