@@ -18,6 +18,8 @@ import asyncio
 import csv
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -301,6 +303,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("test-artifacts/soak"), help="CSV/PNG path stem")
     args = parser.parse_args()
     prefix = f"soak{int(time.time())}-"
+    # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the worker, the API and Kafka are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     def run(bootstrap: str) -> None:
         result = soak(
@@ -316,7 +320,7 @@ def main() -> None:
     from infra.kafka import LocalKafka
 
     state = Path(tempfile.mkdtemp(prefix="vendorpulse-soak-kafka-"))
-    cluster = LocalKafka(nodes=1, base_port=free_base_port(37092, nodes=1), state_dir=state)
+    cluster = LocalKafka(nodes=1, base_port=free_base_port(28092, nodes=1), state_dir=state)
     try:
         run(cluster.start())
     finally:

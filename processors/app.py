@@ -39,6 +39,7 @@ from processors.changelog import (
     VendorLog,
     decode_watermark,
     encode_watermark,
+    is_chunk_key,
     is_vendor_key,
     restore,
     split_key,
@@ -103,19 +104,22 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         checkpoint = None
         tails: list[bytes] = []
         tail_keys: list[bytes] = []
+        chunks: dict[bytes, bytes] = {}
         for key in keys:
             value = table.get(key)
             if value is None:
                 continue
-            if split_key(key)[1] is None:
+            if is_chunk_key(key):
+                chunks[key] = value
+            elif split_key(key)[1] is None:
                 checkpoint = value
             else:
                 tails.append(value)
                 tail_keys.append(key)
-        state = restore(vendor_id, checkpoint, tails, codec)
+        state = restore(vendor_id, checkpoint, tails, codec, chunks)
         return VendorLog(
-            state, partition, checkpoint_bytes=len(checkpoint or b""),
-            tail_bytes=sum(map(len, tails)), tail_keys=tail_keys,
+            state, partition, checkpoint_bytes=len(checkpoint or b"") + sum(map(len, chunks.values())),
+            tail_bytes=sum(map(len, tails)), tail_keys=tail_keys, chunk_keys=list(chunks),
         )  # fmt: skip
 
     folder = Folder(

@@ -14,7 +14,19 @@ quarter of its last checkpoint (and at least `MIN_CHECKPOINT_BYTES`), the flush 
 and deletes (tombstones) the tail keys, so the write cost per event stays a constant factor of the
 event's own size and a restore re-applies at most a quarter of the state's worth of events.
 
-Restore: `loads(checkpoint)`, then re-apply the tail batches' events in version order with the same
+A checkpoint larger than `CHUNK_BYTES` does not fit one Kafka record (the producer's and the broker's
+default limit is 1 MB; a busy vendor's state passes that within hours), so it is stored in pieces:
+
+    key  b"<vendor_id>\\x01<version:016x><crc:08x><i:08x>"  -> bytes i*CHUNK_BYTES.. of the checkpoint
+                                                  taken at `version`, whose bytes have CRC-32 `crc`
+    key  b"<vendor_id>"                          -> manifest: b"\\x00chunks" + `{"v": version, "crc": crc,
+                                                  "n": count, "size": total bytes}`
+
+written in that order (one changelog partition keeps it), then the tombstones of the previous
+checkpoint's pieces: a crash part way leaves the previous manifest and pieces intact, and pieces no
+manifest names are deleted at the next checkpoint.
+
+Restore: `loads(checkpoint)` (assembled from its pieces when it is a manifest), then re-apply the tail batches' events in version order with the same
 pure `apply` (deterministic, so the result equals the state that was flushed), and take the offsets of
 the last batch. The offsets say which input is already contained, and are how the worker skips input
 that Kafka delivers again after a crash (see docs/EFFECTIVELY_ONCE.md).
@@ -36,7 +48,8 @@ Vendor ids never contain NUL, so a watermark key never collides with a vendor's.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -47,7 +60,10 @@ from processors.state import State, dumps, loads, new_state
 from schemas.codec import Codec
 
 SEP = b"\x00"
+CHUNK = b"\x01"
 MIN_CHECKPOINT_BYTES = 64 * 1024
+CHUNK_BYTES = 512 * 1024  # half the default max record size, leaving room for the key and framing
+MANIFEST = b"\x00chunks"
 _U32 = struct.Struct(">I")
 
 
@@ -57,6 +73,51 @@ def checkpoint_key(vendor_id: str) -> bytes:
 
 def tail_key(vendor_id: str, first_version: int) -> bytes:
     return vendor_id.encode() + SEP + b"%016x" % first_version
+
+
+def chunk_key(vendor_id: str, version: int, crc: int, index: int) -> bytes:
+    """Piece `index` of the checkpoint taken at `version` whose bytes have CRC-32 `crc`: two checkpoints
+    at one version (a prune, new offsets) differ in `crc`, so a crash between them cannot mix pieces."""
+    return vendor_id.encode() + CHUNK + b"%016x%08x%08x" % (version, crc, index)
+
+
+def is_chunk_key(key: bytes) -> bool:
+    return CHUNK in key
+
+
+def checkpoint_writes(vendor_id: str, data: bytes, version: int) -> list[tuple[bytes, bytes | None]]:
+    """The records that store checkpoint `data`: itself, or its pieces followed by their manifest."""
+    if len(data) <= CHUNK_BYTES:
+        return [(checkpoint_key(vendor_id), data)]
+    crc = zlib.crc32(data)
+    pieces = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
+    writes: list[tuple[bytes, bytes | None]] = [
+        (chunk_key(vendor_id, version, crc, i), piece) for i, piece in enumerate(pieces)
+    ]
+    manifest = orjson.dumps(
+        {"v": version, "crc": crc, "n": len(pieces), "size": len(data)}, option=orjson.OPT_SORT_KEYS
+    )
+    return [*writes, (checkpoint_key(vendor_id), MANIFEST + manifest)]
+
+
+def assemble(vendor_id: str, checkpoint: bytes, chunks: Mapping[bytes, bytes]) -> bytes:
+    """The checkpoint's bytes: itself, or the pieces its manifest names (all of them, or an error)."""
+    if not checkpoint.startswith(MANIFEST):
+        return checkpoint
+    try:
+        manifest = orjson.loads(checkpoint[len(MANIFEST) :])
+        version, crc = int(manifest["v"]), int(manifest["crc"])
+        count, size = int(manifest["n"]), int(manifest["size"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise StateFormatError(f"{vendor_id}: unreadable checkpoint manifest: {exc}") from exc
+    keys = [chunk_key(vendor_id, version, crc, i) for i in range(count)]
+    missing = [i for i, key in enumerate(keys) if key not in chunks]
+    if missing:
+        raise StateFormatError(f"{vendor_id}: the checkpoint at version {version} lacks pieces {missing}")
+    data = b"".join(chunks[key] for key in keys)
+    if len(data) != size or zlib.crc32(data) != crc:
+        raise StateFormatError(f"{vendor_id}: the checkpoint's pieces do not add up to it")
+    return data
 
 
 def watermark_key(partition: int) -> bytes:
@@ -83,7 +144,9 @@ def decode_watermark(data: bytes | None) -> dict[str, int]:
 
 
 def split_key(key: bytes) -> tuple[str, int | None]:
-    """(vendor_id, first_version of a tail batch, or None for a checkpoint)."""
+    """(vendor_id, first_version of a tail batch, or None for a checkpoint or a checkpoint piece)."""
+    if CHUNK in key:
+        return key.partition(CHUNK)[0].decode(), None
     vendor, sep, version = key.partition(SEP)
     return vendor.decode(), (int(version, 16) if sep else None)
 
@@ -119,9 +182,15 @@ class TailBatch:
             raise StateFormatError(f"unreadable tail batch: {exc}") from exc
 
 
-def restore(vendor_id: str, checkpoint: bytes | None, tails: Iterable[bytes], codec: Codec) -> State:
-    """The vendor's state from its checkpoint and tail batches (in any order)."""
-    state = loads(checkpoint) if checkpoint is not None else new_state(vendor_id)
+def restore(
+    vendor_id: str, checkpoint: bytes | None, tails: Iterable[bytes], codec: Codec,
+    chunks: Mapping[bytes, bytes] | None = None,
+) -> State:  # fmt: skip
+    """The vendor's state from its checkpoint (with its pieces, by key) and tail batches (any order)."""
+    if checkpoint is None:
+        state = new_state(vendor_id)
+    else:
+        state = loads(assemble(vendor_id, checkpoint, chunks or {}))
     batches = sorted((TailBatch.decode(t) for t in tails), key=lambda b: b.first_version)
     for batch in batches:
         if batch.first_version > state.version:
@@ -152,6 +221,7 @@ class VendorLog:
     checkpoint_bytes: int = 0
     tail_bytes: int = 0
     tail_keys: list[bytes] | None = None
+    chunk_keys: list[bytes] | None = None  # pieces stored for this vendor: deleted at the next checkpoint
     pending: list[bytes] | None = None
     pending_from: int = 0
     offsets_dirty: bool = False
@@ -159,6 +229,7 @@ class VendorLog:
 
     def __post_init__(self) -> None:
         self.tail_keys = self.tail_keys or []
+        self.chunk_keys = self.chunk_keys or []
         self.pending = self.pending or []
 
     def accepted(self, message: bytes, version_before: int) -> None:
@@ -179,10 +250,14 @@ class VendorLog:
         if force_checkpoint or self.tail_bytes + pending_bytes > max(
             MIN_CHECKPOINT_BYTES, self.checkpoint_bytes // 4
         ):
+            assert self.chunk_keys is not None
             data = dumps(self.state)
-            writes: list[tuple[bytes, bytes | None]] = [(checkpoint_key(vendor), data)]
+            writes = checkpoint_writes(vendor, data, self.state.version)
+            pieces = [key for key, _ in writes if is_chunk_key(key)]
             writes += [(key, None) for key in self.tail_keys]
+            writes += [(key, None) for key in self.chunk_keys if key not in pieces]
             self.checkpoint_bytes, self.tail_bytes, self.tail_keys = len(data), 0, []
+            self.chunk_keys = pieces
         else:
             first = self.pending_from if self.pending else self.state.version
             key = tail_key(vendor, first)

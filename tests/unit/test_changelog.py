@@ -8,6 +8,7 @@ from itertools import islice
 
 import pytest
 
+import processors.changelog as changelog
 from infra.simulate import EventGenerator, SimConfig
 from processors.changelog import (
     MIN_CHECKPOINT_BYTES,
@@ -15,6 +16,7 @@ from processors.changelog import (
     VendorLog,
     decode_watermark,
     encode_watermark,
+    is_chunk_key,
     is_vendor_key,
     restore,
     split_key,
@@ -61,7 +63,8 @@ def replay_into_table(messages: list[bytes], rng: random.Random) -> tuple[Vendor
 def restored(table: dict[bytes, bytes]):  # type: ignore[no-untyped-def]
     checkpoint = table.get(b"vendor-001")
     tails = [v for k, v in table.items() if split_key(k)[1] is not None]
-    return restore("vendor-001", checkpoint, tails, codec)
+    chunks = {k: v for k, v in table.items() if is_chunk_key(k)}
+    return restore("vendor-001", checkpoint, tails, codec, chunks)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -124,3 +127,42 @@ def test_watermark_keys_are_apart_from_vendor_keys_and_round_trip() -> None:
     for bad in (b"[1]", b"{", b'{"t": "x"}'):
         with pytest.raises(StateFormatError):
             decode_watermark(bad)
+
+
+def test_a_checkpoint_too_big_for_one_record_is_stored_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(changelog, "CHUNK_BYTES", 4096)
+    messages = vendor_messages(600)
+    log, table = replay_into_table(messages, random.Random(5))
+    for key, value in log.flush(force_checkpoint=True):
+        if value is None:
+            table.pop(key, None)
+        else:
+            assert len(value) <= 4096  # every record fits the limit
+            table[key] = value
+    pieces = sorted(k for k in table if is_chunk_key(k))
+    assert len(pieces) > 3
+    assert table[b"vendor-001"].startswith(changelog.MANIFEST)
+    assert {split_key(k)[0] for k in pieces} == {"vendor-001"}
+    assert dumps(restored(table)) == dumps(log.state)
+
+    # A crash after the next checkpoint's pieces but before its manifest: the previous one still restores.
+    before = dumps(log.state)
+    log.state.offsets["orders:0"] += 1  # some input since, so the next flush writes a checkpoint
+    log.offsets_dirty = True
+    writes = log.flush(force_checkpoint=True)
+    manifest_at = next(i for i, (k, _) in enumerate(writes) if k == b"vendor-001")
+    crashed = dict(table)
+    crashed.update({k: v for k, v in writes[:manifest_at] if v is not None})
+    assert dumps(restored(crashed)) == before
+    # Completed, the old pieces are deleted (none left behind) and the new checkpoint restores.
+    for key, value in writes:
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+    assert sorted(k for k in table if is_chunk_key(k)) == sorted(log.chunk_keys or [])
+    assert restored(table).offsets == log.state.offsets
+
+    del table[sorted(log.chunk_keys or [])[1]]  # a lost piece is an error, not a silent hole
+    with pytest.raises(StateFormatError, match="lacks pieces"):
+        restored(table)
