@@ -99,6 +99,16 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
                 entry[1].append(key)
         return index
 
+    def read(key: bytes) -> bytes | None:
+        """A table value, wherever it is: with an event in context, Faust's RocksDB store looks only in
+        that event's partition, which need not be the key's."""
+        token = _current_event.set(None)
+        try:
+            value: bytes | None = table.data.get(key)
+            return value
+        finally:
+            _current_event.reset(token)
+
     def load(vendor_id: str, partition: int) -> VendorLog:
         keys = vendor_index().get(vendor_id, (partition, []))[1]
         checkpoint = None
@@ -106,7 +116,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         tail_keys: list[bytes] = []
         chunks: dict[bytes, bytes] = {}
         for key in keys:
-            value = table.get(key)
+            value = read(key)
             if value is None:
                 continue
             if is_chunk_key(key):
@@ -239,7 +249,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         return futures
 
     def watermark(partition: int) -> dict[str, int]:
-        return decode_watermark(table.data.get(watermark_key(partition)))
+        return decode_watermark(read(watermark_key(partition)))
 
     async def rewind_to_watermarks() -> None:
         """Commit each assigned input partition's stored watermark as the group's offset.
