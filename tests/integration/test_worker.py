@@ -184,9 +184,9 @@ def test_killed_three_times_mid_stream_still_exact(
 
 
 @pytest.mark.xfail(
-    reason="open defect, rarer since the fixes of session 2: under heavy CPU contention about 2 runs in 15 "
-    "still fails, either one version short on a moved partition or stalled in Faust's table recovery; "
-    "see docs/GUARANTEES.md (Known defects)",
+    reason="open defect, rarer since the fixes of session 2: under heavy CPU contention about 1 run in 13 "
+    "still fails, one moved partition's vendors stopping short (once: a stall in Faust's table "
+    "recovery); see docs/GUARANTEES.md (Known defects)",
     raises=AssertionError,
     strict=False,
 )
