@@ -191,8 +191,11 @@ def test_killed_three_times_mid_stream_still_exact(
     strict=False,
 )
 def test_two_workers_share_partitions_and_one_leaves(
-    kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess]
-) -> None:
+    kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # The open defect is rare: keep the rebalance and recovery steps in the worker logs of every run.
+    monkeypatch.setenv("VENDORPULSE_TEST_WORKER_LOGLEVEL", "info")
     messages, log = history(topics, 4000, seed=13, vendors=8)
     first = make_worker("a").start()
     second = make_worker("b").start()
