@@ -18,10 +18,8 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -33,6 +31,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench import machine
 from bench.fanout import pct, proc_cpu_seconds, raise_fd_limit
 from infra.abuse import Feed, Good, Plan, Seen, good_client, produce, run_attack
 from infra.chaos import WS_PATH, Child, free_port, wait_ready
@@ -216,13 +215,7 @@ def main() -> None:
     out = {
         "benchmark": "abuse",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-            "load_average_at_start": load_at_start,
-        },
+        "machine": machine(load_at_start),
         "warmup_seconds": WARMUP_SECONDS,
         "summary": summary,
         **report,

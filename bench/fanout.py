@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import resource
 import signal
 import socket
@@ -40,6 +39,7 @@ from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
+from bench import machine
 from infra.settings import KafkaSettings
 from infra.topics import Topics, broker_count, ensure_topics
 
@@ -402,13 +402,7 @@ def main() -> None:
     report = {
         "benchmark": "fanout",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-            "load_average_at_start": load_at_start,
-        },
+        "machine": machine(load_at_start),
         "warmup_seconds": WARMUP_SECONDS,
         "results": results,
     }

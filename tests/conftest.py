@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.chaos import free_base_port
 from infra.topics import Topics, ensure_topics
 
 TEST_KAFKA_PORT = int(os.environ.get("VENDORPULSE_TEST_KAFKA_PORT", "39092"))
@@ -42,21 +42,6 @@ def _docker_answers() -> bool:
         return False
 
 
-def _free_base_port(start: int) -> int:
-    """`start`, or the next port pair (client, controller) 100 up that nothing listens on, so two
-    test sessions on one machine each get their own broker."""
-    for base in range(start, start + 2000, 100):
-        if not any(_listening(p) for p in (base, base + 1)):
-            return base
-    raise RuntimeError(f"no free port pair from {start} up; set VENDORPULSE_TEST_KAFKA_PORT")
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap address of a real Kafka broker for the test session."""
@@ -74,7 +59,7 @@ def kafka_bootstrap() -> Iterator[str]:
     # Not under pytest's basetemp: another pytest session on the machine prunes old basetemps, and a
     # broker whose log dir vanishes shuts itself down mid-session.
     state = Path(tempfile.mkdtemp(prefix="vendorpulse-test-kafka-"))
-    cluster = LocalKafka(nodes=1, base_port=_free_base_port(TEST_KAFKA_PORT), state_dir=state)
+    cluster = LocalKafka(nodes=1, base_port=free_base_port(TEST_KAFKA_PORT, nodes=1), state_dir=state)
     cluster.start()
     try:
         yield cluster.bootstrap

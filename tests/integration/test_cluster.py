@@ -12,9 +12,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from infra.chaos import free_base_port
 from infra.kafka import LocalKafka
 from infra.topics import Topics, broker_count, ensure_topics
-from tests.conftest import _free_base_port
 
 
 async def _layout(bootstrap: str, topics: Topics) -> tuple[int, set[int], str]:
@@ -43,7 +43,7 @@ async def _acked_write(bootstrap: str, topic: str) -> int | None:
 
 def test_three_node_cluster_replicates_topics_and_survives_a_node_loss() -> None:
     state = Path(tempfile.mkdtemp(prefix="vendorpulse-test-cluster-"))
-    cluster = LocalKafka(nodes=3, base_port=_free_base_port(35092), state_dir=state)
+    cluster = LocalKafka(nodes=3, base_port=free_base_port(35092), state_dir=state)
     try:
         bootstrap = cluster.start()
         assert bootstrap.count(",") == 2

@@ -30,7 +30,6 @@ from infra.soak import soak
 from infra.topics import Topics
 from schemas.codec import FastavroCodec
 from schemas.events import Event, OrderItem, OrderPlaced
-from tests.conftest import _free_base_port
 from tests.integration.conftest import ROOT, WorkerProcess, latest_snapshots, read_topic
 from tests.integration.test_worker import Message, assert_converges, history, send
 from tests.unit.reference import accepted_events
@@ -43,7 +42,7 @@ codec = FastavroCodec()
 def test_broker_loss_keeps_every_event_and_the_client_keeps_receiving(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with three_brokers(base_port=_free_base_port(27092)) as stack:
+    with three_brokers(base_port=27092) as stack:
         result = broker_loss(stack, rate=150.0, duration=40.0)
         with capsys.disabled():
             print(f"\nbroker loss: {result.summary()}")
@@ -295,7 +294,7 @@ def test_total_kafka_outage_nothing_restarts_and_everything_converges(
     # Ports below Linux's ephemeral range (32768-60999): while every broker is down, clients retry
     # their ports hundreds of times a second, and a retry can take a dead broker's port as its own
     # local port (a TCP self-connect), so the broker could not listen again when restarted.
-    with three_brokers(base_port=_free_base_port(26092)) as stack:
+    with three_brokers(base_port=26092) as stack:
         stack.wait_api_ready()
         worker = WorkerProcess(stack.env, stack.worker.log)
         worker.proc = stack.worker.proc
