@@ -11,7 +11,12 @@ Effectively once, without Kafka transactions (docs/EFFECTIVELY_ONCE.md):
   the watermarks before Faust seeks to the committed offsets, so reading resumes exactly where the
   stored state ends;
 - every stored vendor state carries the input offsets it contains, and input at or below them is
-  skipped, so what Kafka delivers again after a crash or a rebalance is not counted twice.
+  skipped, so what Kafka delivers again after a crash or a rebalance is not counted twice;
+- the worker does not trust the position Faust and aiokafka give it: it holds every record against
+  the next offset it must fold for that input partition, and seeks back when one was passed over
+  (`processors.positions`);
+- nothing is read from or written to the table once the worker is stopping (Faust closes the table
+  before it stops the agent).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any, cast
 import faust
 from faust.streams import _current_event
 from faust.transport.consumer import Consumer
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from infra.topics import Topics, broker_count, ensure_topics, partition_for
 from processors.changelog import (
@@ -46,6 +51,7 @@ from processors.changelog import (
     watermark_key,
 )
 from processors.fold import Folder, Record
+from processors.positions import InputPositions, Verdict
 from processors.settings import WorkerSettings
 from schemas.codec import FastavroCodec
 
@@ -162,6 +168,8 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
     # a shutdown) or whose generation is stale: those acks would let the group's offset pass input
     # that was never stored. Only the acks of stored events reach the consumer.
     stored: set[int] = set()  # id() of the messages being acked after their batch was stored
+    positions: InputPositions[TP] = InputPositions()
+    tracing = bool(os.environ.get("VENDORPULSE_TRACE_INPUT"))  # log every batch's offsets (diagnosis)
 
     def install_ack_filter() -> None:
         consumer = app.consumer
@@ -183,70 +191,131 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         # never ahead of the changelog.
         interval = settings.flush_interval_ms / 1000
         async for batch in stream.noack_take(settings.flush_max_events, within=interval):
-            if paused:
+            if tracing:
+                trace(batch)
+            if paused or app.should_stop:
                 continue  # read during a rebalance: not acked, so read again once it completes
             generation, epoch = app.consumer_generation_id, revocations
-            current = [e for e in batch if e.message.generation_id == generation]  # stale: skip
+            now = time.monotonic()
             records: list[Record] = []
-            last_of: dict[int, EventT[Any]] = {}
-            read_up_to: dict[int, dict[str, int]] = {}  # partition -> topic -> next offset
-            for event in current:
+            taken: list[EventT[Any]] = []  # acked once stored: folded, or contained in stored state
+            last_of: dict[int, EventT[Any]] = {}  # partition -> its last folded event
+            seeks: dict[TP, int] = {}
+            for event in batch:
                 message = event.message
+                if message.generation_id != generation:
+                    continue  # stale: read again after the rebalance's seek
+                verdict = positions.check(message.tp, message.offset, now)
+                if verdict is Verdict.SEEK:
+                    seeks[message.tp] = positions.expected[message.tp]
+                    continue
+                if verdict is Verdict.DROP:
+                    continue
+                taken.append(event)
+                if verdict is Verdict.OLD:
+                    continue
+                if verdict is Verdict.ACCEPT:
+                    log.warning(
+                        "no record of %s below offset %s: the gap was read again and is real",
+                        message.tp, message.offset,
+                    )  # fmt: skip
                 records += folder.handle(
                     message.topic, message.partition, message.offset, message.key, message.value
                 )
                 last_of[message.partition] = event
-                read_up_to.setdefault(message.partition, {})[message.topic] = message.offset + 1
+            if seeks and still_current(generation, epoch):
+                await seek_back(seeks)
             if records:
                 await asyncio.gather(*await send(records))
-            if paused or revocations != epoch or app.consumer_generation_id != generation:
-                # A rebalance began: the partitions' next owner restores from the changelog, and a
-                # write now could land after that restore. Not stored, not acked: read again after
-                # the rebalance, so the in-memory states that folded them are dropped too (the
-                # revocation may have dropped them before this batch loaded them again).
+            if not still_current(generation, epoch):
+                # A rebalance began (or the worker is stopping): the partitions' next owner restores
+                # from the changelog, and a write now could land after that restore. Not stored, not
+                # acked: read again after the rebalance, so the in-memory states that folded them are
+                # dropped too (the revocation may have dropped them before this batch loaded them again).
                 drop_memory(set(last_of))
                 continue
-            # The writes reach the producer's accumulator at once (its send only waits when the
-            # accumulator is full), so a rebalance's flush delivers them before the next owner restores.
-            changelog: list[Awaitable[Any]] = []
-            for partition, last in last_of.items():
-                mark = watermark(partition)
-                for topic, offset in read_up_to[partition].items():  # input read twice: no step back
-                    mark[topic] = max(offset, mark.get(topic, 0))
-                writes = [*folder.flush(partition), (watermark_key(partition), encode_watermark(mark))]
-                changelog += await write_table(last, writes)
-            await asyncio.gather(*changelog)
-            if paused or revocations != epoch or app.consumer_generation_id != generation:
+            await asyncio.gather(*await store(last_of))
+            if not still_current(generation, epoch):
                 drop_memory(set(last_of))  # stored, but not acked: read again, skipped
                 continue  # the writes are out; acks now could be stale
-            stored.update(id(e.message) for e in current)
+            stored.update(id(e.message) for e in taken)
             try:
-                for event in current:
+                for event in taken:
                     await stream.ack(event)
             finally:
                 stored.clear()
 
-    changelog_topic = table.changelog_topic.get_topic_name()
+    def still_current(generation: int, epoch: int) -> bool:
+        """No rebalance began and the worker is not stopping since the batch started."""
+        return not (
+            paused or app.should_stop or revocations != epoch or app.consumer_generation_id != generation
+        )
 
-    async def write_table(
-        context: EventT[Any], writes: list[tuple[bytes, bytes | None]]
-    ) -> list[Awaitable[Any]]:
-        """Write the local store in `context`'s event context (its partition), and send the changelog
-        records straight to the producer: Faust's own changelog path goes through a buffer whose
-        flush gives up after 100 ms, so neither a commit nor a rebalance could rely on it."""
-        token = _current_event.set(weakref.ref(context))
-        partition = context.message.partition
-        futures = []
-        try:
-            for key, value in writes:
-                if value is None:
-                    table.data.pop(key, None)
-                else:
-                    table.data[key] = value
-                futures.append(await app.producer.send(changelog_topic, key, value, partition, None, None))
-        finally:
-            _current_event.reset(token)
-        return futures
+    async def seek_back(seeks: dict[TP, int]) -> None:
+        """Read again from where the stored state ends: records between there and what arrived were
+        dropped before they reached the agent (see processors/positions.py)."""
+        for tp, offset in seeks.items():
+            log.warning("input %s:%s skipped records from offset %s: reading again from there",
+                        tp.topic, tp.partition, offset)  # fmt: skip
+            try:
+                await app.consumer.seek(tp, offset)
+            except Exception:  # a rebalance took the partition meanwhile: its next owner rewinds
+                log.warning("could not seek %s back to %s", tp, offset, exc_info=True)
+
+    async def store(last_of: dict[int, EventT[Any]]) -> list[Awaitable[Any]]:
+        """Write each partition's changed vendors and its watermark to the local store, then send the
+        changelog records; the returned futures complete when Kafka has them.
+
+        The local writes happen in one step, with no await between the last check that the worker is
+        not stopping and them (Faust closes the table before it stops the agent). The changelog records
+        go straight to the producer: Faust's own changelog path goes through a buffer whose flush gives
+        up after 100 ms, so neither a commit nor a rebalance could rely on it. They reach the producer's
+        accumulator at once (its send only waits when the accumulator is full), so a rebalance's flush
+        delivers them before the next owner restores.
+        """
+        written: list[tuple[int, list[tuple[bytes, bytes | None]]]] = []
+        for partition, last in last_of.items():
+            writes = [
+                *folder.flush(partition),
+                (watermark_key(partition), encode_watermark(mark_of(partition))),
+            ]
+            token = _current_event.set(weakref.ref(last))  # Faust's store writes to the event's partition
+            try:
+                for key, value in writes:
+                    if value is None:
+                        table.data.pop(key, None)
+                    else:
+                        table.data[key] = value
+            finally:
+                _current_event.reset(token)
+            written.append((partition, writes))
+        return [
+            await app.producer.send(changelog_topic, key, value, partition, None, None)
+            for partition, writes in written
+            for key, value in writes
+        ]
+
+    def mark_of(partition: int) -> dict[str, int]:
+        """The partition's watermark after this batch: per input topic, the next offset to fold. Both
+        topics are named as soon as the partition stores anything, so a rebalance always commits an
+        offset for them (a partition with none would start wherever the consumer happens to be)."""
+        mark = watermark(partition)
+        for topic in (topics.orders, topics.inventory):
+            expected = positions.expected.get(TP(topic, partition))
+            if expected is not None:
+                mark[topic] = max(expected, mark.get(topic, 0))
+        return mark
+
+    def trace(batch: list[EventT[Any]]) -> None:
+        ranges: dict[tuple[str, int], list[int]] = {}
+        for e in batch:
+            ranges.setdefault((e.message.topic, e.message.partition), []).append(e.message.offset)
+        log.warning(
+            "batch: generation %s (now %s), paused %s, offsets %s", {e.message.generation_id for e in batch},
+            app.consumer_generation_id, paused, {k: (v[0], v[-1], len(v)) for k, v in ranges.items()},
+        )  # fmt: skip
+
+    changelog_topic = table.changelog_topic.get_topic_name()
 
     def watermark(partition: int) -> dict[str, int]:
         return decode_watermark(read(watermark_key(partition)))
@@ -258,7 +327,9 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         offsets, so that seek starts exactly where the stored state ends, whatever was committed
         before (docs/EFFECTIVELY_ONCE.md). With no watermark (nothing stored for the partition yet)
         the partition starts at its beginning; input read twice is skipped per vendor. Kafka
-        refuses the commit of a member that left, so a leaving worker cannot undo this one.
+        refuses the commit of a member that left, so a leaving worker cannot undo this one. Faust's
+        seek is not relied on (aiokafka does not seek to a committed 0): the same targets reset the
+        positions every record is held against, which seek back when the input starts elsewhere.
         """
         consumer = cast(Consumer, app.consumer)
         inputs = [tp for tp in consumer.assignment() if tp.topic in (topics.orders, topics.inventory)]
@@ -266,6 +337,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         unmarked = [tp for tp, mark in marks.items() if mark is None]
         earliest = dict(await consumer.earliest_offsets(*unmarked)) if unmarked else {}
         targets = {tp: mark if mark is not None else earliest[tp] for tp, mark in marks.items()}
+        positions.reset(targets)
         if targets:
             log.debug("input starts at the stored watermarks: %s", sorted(targets.items()))
             # Faust has no public call to commit given offsets; this is the one its own commit uses.
@@ -286,6 +358,8 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
     @app.timer(max(settings.snapshot_interval_ms, 10) / 1000)
     async def emit_snapshots() -> None:
         nonlocal reemit
+        if app.should_stop:
+            return  # the table may be closed already
         if reemit and not paused:
             # After a rebalance, every vendor of the assigned partitions once: the previous owner
             # (or this worker, before the revocation dropped it) may have stored a state it never
