@@ -50,12 +50,27 @@ from processors.changelog import (
     split_key,
     watermark_key,
 )
+from processors.consumer import DirectDrainConsumer, use_direct_drain
 from processors.fold import Folder, Record
 from processors.positions import InputPositions, Verdict
 from processors.settings import WorkerSettings
 from schemas.codec import FastavroCodec
 
 log = logging.getLogger("vendorpulse.worker")
+STALL_CHECK_S = 2.0
+STALL_AFTER_S = 5.0
+"""An input partition with records to fold that delivered none for this long is resumed and sought."""
+MIB = 1024 * 1024
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 8 * MIB,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 * MIB,
+    "block_cache_compressed_size": 4 * MIB,
+}
+"""Per table partition (one RocksDB each). Faust's defaults are 3 x 64 MiB of write buffers and a 2 GiB
+block cache *per partition*: the worker's resident memory grew with every write until the buffers
+filled (the soak's straight line), and could reach gigabytes. The table is read only when a vendor is
+loaded (after a rebalance or a restart), so a small cache costs little."""
 
 
 def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | None = None) -> faust.App:
@@ -85,8 +100,12 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         key_serializer="raw",
         value_serializer="raw",  # keys and values are bytes we encode ourselves
     )
+    if settings.direct_drain:
+        use_direct_drain(app)
     source = app.topic(topics.orders, topics.inventory, key_type=bytes, value_type=bytes)
-    table = app.Table("vendor-state", partitions=partitions, key_type=bytes, value_type=bytes)
+    table = app.Table(
+        "vendor-state", partitions=partitions, key_type=bytes, value_type=bytes, options=ROCKSDB_OPTIONS
+    )
     codec = FastavroCodec()
     index: dict[str, tuple[int, list[bytes]]] | None = None
 
@@ -169,6 +188,8 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
     # that was never stored. Only the acks of stored events reach the consumer.
     stored: set[int] = set()  # id() of the messages being acked after their batch was stored
     positions: InputPositions[TP] = InputPositions()
+    delivered_at: dict[TP, float] = {}  # when each input partition last delivered a record to the agent
+    resumed_at = time.monotonic()  # when the last rebalance completed
     tracing = bool(os.environ.get("VENDORPULSE_TRACE_INPUT"))  # log every batch's offsets (diagnosis)
 
     def install_ack_filter() -> None:
@@ -205,6 +226,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
                 message = event.message
                 if message.generation_id != generation:
                     continue  # stale: read again after the rebalance's seek
+                delivered_at[message.tp] = now
                 verdict = positions.check(message.tp, message.offset, now)
                 if verdict is Verdict.SEEK:
                     seeks[message.tp] = positions.expected[message.tp]
@@ -257,8 +279,12 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         for tp, offset in seeks.items():
             log.warning("input %s:%s skipped records from offset %s: reading again from there",
                         tp.topic, tp.partition, offset)  # fmt: skip
+            consumer = app.consumer
+            if isinstance(consumer, DirectDrainConsumer):
+                consumer.request_seek(tp, offset)  # made between two fetches: no race (consumer.py)
+                continue
             try:
-                await app.consumer.seek(tp, offset)
+                await consumer.seek(tp, offset)
             except Exception:  # a rebalance took the partition meanwhile: its next owner rewinds
                 log.warning("could not seek %s back to %s", tp, offset, exc_info=True)
 
@@ -355,6 +381,44 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
 
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
 
+    @app.timer(STALL_CHECK_S)
+    async def watch_input() -> None:
+        """Un-stick an input partition that has records to fold but delivers none.
+
+        After a recovery interrupted by a second rebalance, Faust was seen to leave assigned input
+        partitions without a single record reaching the agent while their records waited in Kafka
+        (the survivor of a two-worker run never folded three of its six partitions). A partition
+        with records beyond the next offset to fold that has delivered nothing for `STALL_AFTER_S`
+        is resumed and sought to that offset; what it then delivers is checked as any other input.
+        """
+        if paused or app.should_stop or not positions.expected:
+            return
+        consumer = cast(Consumer, app.consumer)
+        assigned = consumer.assignment()
+        tps = [tp for tp in positions.expected if tp in assigned]
+        if not tps:
+            return
+        ends = await consumer.highwaters(*tps)
+        now = time.monotonic()
+        for tp in tps:
+            expected, end = positions.expected[tp], ends.get(tp)
+            if end is None or end <= expected or paused:
+                continue
+            quiet = now - max(delivered_at.get(tp, 0.0), resumed_at)
+            if quiet < STALL_AFTER_S:
+                continue
+            log.warning(
+                "input %s:%s has records %s..%s to fold but delivered none for %.0f s: resuming it "
+                "and seeking it there (Faust: paused %s, active %s, buffered %s, read offset %s, "
+                "flow %s)", tp.topic, tp.partition, expected, end - 1, quiet,
+                tp in consumer._paused_partitions, tp in consumer._get_active_partitions(),
+                tp in consumer._buffered_partitions, consumer._read_offset.get(tp),
+                app.flow_control.is_active(),
+            )  # fmt: skip
+            delivered_at[tp] = now  # another period before the next attempt
+            consumer.resume_partitions([tp])
+            await seek_back({tp: expected})
+
     @app.timer(max(settings.snapshot_interval_ms, 10) / 1000)
     async def emit_snapshots() -> None:
         nonlocal reemit
@@ -402,10 +466,11 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         # Sent once the table is recovered, before the input is sought and resumed. A batch that
         # ran during the rebalance may have loaded vendors (and scanned the index) from a table that
         # was not recovered yet: drop all that again.
-        nonlocal paused, reemit
+        nonlocal paused, reemit, resumed_at
         install_ack_filter()
         drop_memory()
         await rewind_to_watermarks()
+        resumed_at = time.monotonic()
         paused = False
         reemit = True
         # Long-lived objects that a full collection only rescans (a third of replay's time,

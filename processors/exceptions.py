@@ -19,6 +19,10 @@ class UnsupportedEventError(ProcessorError, TypeError):
     """`apply` was given an object that is not one of the four v1 event records."""
 
 
+class TransportError(ProcessorError):
+    """The worker was configured with a Faust transport it cannot run on."""
+
+
 class ReplayError(ProcessorError):
     """A replay, export or import cannot run as asked (bad range, missing topic, refused output)."""
 
