@@ -52,7 +52,9 @@ from processors.state import (
     make_order,
     month_of_day,
     occurred,
+    reshare,
     set_first_order,
+    share_line,
 )
 from schemas.events import Event, InventoryAdjusted, OrderCancelled, OrderPlaced, ProductUpserted
 
@@ -121,8 +123,13 @@ def _place(state: State, event: OrderPlaced) -> Outcome:
     if currency is None:
         state.currency = event.currency
     at = event.occurred_at
-    set_first_order(state, event.customer_id, at)
-    order = make_order(at, event.customer_id, event.total, event.items)
+    lines = state.lines
+    items = []
+    for item in event.items:  # the state's copy of each line (see processors.state, "Sharing")
+        line = (item.product_id, item.category, item.quantity, item.unit_price)
+        items.append(lines.get(line) or share_line(state, line))
+    order = make_order(state, at, event.customer_id, event.total, tuple(items))
+    set_first_order(state, order.customer_id, at)
     state.orders[order_id] = order
     if order_id not in state.cancelled:
         add_order(state, order, 1)
@@ -156,27 +163,32 @@ def _product(state: State, product_id: str) -> Product:
 
 def _upsert(state: State, event: ProductUpserted) -> Outcome:
     state.seen_events.add(event.event_id)
-    product = _product(state, event.product_id)
+    names = state.names  # the state's copies of the strings it keeps (processors.state, "Sharing")
+    product_id = names.setdefault(event.product_id, event.product_id)
+    product = _product(state, product_id)
     versions = product.versions
     count_product(state, versions[-1] if versions else None, product.stock, -1)
     at = event.occurred_at
     while versions and versions[-1][0] >= at:
         versions.pop()  # dated at or after this newer version: can never be the one in force
-    versions.append((at, event.name, event.category, event.active, event.low_stock_threshold))
+    name = names.setdefault(event.name, event.name)
+    category = names.setdefault(event.category, event.category)
+    versions.append((at, name, category, event.active, event.low_stock_threshold))
     count_product(state, versions[-1], product.stock, 1)
-    index_event(state, at, PRODUCT, event.product_id, 0)
+    index_event(state, at, PRODUCT, product_id, 0)
     state.version += 1
     return APPLIED
 
 
 def _adjust(state: State, event: InventoryAdjusted) -> Outcome:
     state.seen_events.add(event.event_id)
-    product = _product(state, event.product_id)
+    product_id = state.names.setdefault(event.product_id, event.product_id)  # the state's copy
+    product = _product(state, product_id)
     latest = product.versions[-1] if product.versions else None
     count_product(state, latest, product.stock, -1)
     product.stock += event.delta
     count_product(state, latest, product.stock, 1)
-    index_event(state, event.occurred_at, PRODUCT, event.product_id, event.delta)
+    index_event(state, event.occurred_at, PRODUCT, product_id, event.delta)
     state.version += 1
     return APPLIED
 
@@ -468,3 +480,4 @@ def prune(state: State, before_ms: int, period_days: int = 30) -> None:
         if i > 1:
             del product.versions[: i - 1]
     state.windows.clear()
+    reshare(state)

@@ -16,7 +16,7 @@ Source of truth (serialized):
   the encoding so a restored state knows which input it already contains (effectively-once).
 - `seen_events`: ids of every accepted event. The contract's dedupe rule has no time limit, so this
   grows with the history (one id per event) and prune keeps it.
-- `orders`: order_id -> Order (occurred_at, customer, total, the event's items): what a later
+- `orders`: order_id -> Order (occurred_at, customer, total, its lines): what a later
   cancellation takes out of the buckets, and what a snapshot as of an earlier T adds back or takes out.
   prune thins orders older than any window a later snapshot shows to their month total (no items) and
   drops those older than its monthlyTrends.
@@ -44,10 +44,24 @@ Derived (rebuilt by `loads` from the above and never stored, so stored state can
 - `windows`: period_days -> Window: the DayBucket sum of `days` over first_day..last_day (a current
   window) and how many of its customers are new. Every bucket change updates it, so a snapshot does not
   re-add P days of per-product and per-customer dicts; a new day slides it. At most a few are kept.
+- `names`, `lines`: the state's one copy of each repeated string and order line (below).
+
+Sharing: the Avro decoder gives every event its own copies of its strings, and most of them repeat:
+product ids, categories, customer ids, product names, and whole order lines (product_id, category,
+quantity, unit_price: the same product bought in the same quantity at the same price). `names` maps each
+such string to the copy the state keeps and `lines` each line to the state's tuple, so an order holds the
+shared customer id and a tuple of shared lines (not the event's OrderItem objects), and the catalog,
+timeline, first orders and buckets hold the same str objects. `apply` and `loads` go through the tables;
+prune rebuilds them from what it leaves, so they never hold more than the rest of the state uses. Ids
+unique to one event (event_id, order_id) are kept as decoded. Which copy is held changes no result.
 
 Size: without prune, orders and timeline grow with the history. Pruned daily (as of the start of the
 day, say), a state holds ~2P days of full orders, 12 months of thinned ones, the timeline of the days
-since `before`, the catalog, the customers' first orders and every dedupe id.
+since `before`, the catalog, the customers' first orders and every dedupe id. Per event folded, an
+unpruned state holds ~470-530 bytes (CPython 3.11, the simulator's mix: three quarters orders of ~2.2
+lines; `python -m bench.memory`): an order ~310 (its id, the Order, its tuple of shared lines, its total
+and time), a dedupe id 85 plus its set slot (25-100, by where the set is in its growth), a timeline
+entry ~85; catalog, customers and buckets a few bytes together. A checkpoint takes ~190 bytes per event.
 
 Encoding (`dumps`/`loads`): orjson, no whitespace, sorted keys, sets as sorted lists, so equal states give
 equal bytes::
@@ -71,7 +85,6 @@ from typing import Any
 import orjson
 
 from processors.exceptions import StateFormatError
-from schemas.events import OrderItem
 
 FORMAT = 1
 DAY_MS = 86_400_000
@@ -82,7 +95,10 @@ Version = tuple[int, str, str, bool, int]
 """A catalog version: (occurred_at, name, category, active, low_stock_threshold)."""
 Entry = tuple[int, int, str, int]
 """A timeline entry: (occurred_at, kind, key, delta)."""
+Line = tuple[str, str, int, int]
+"""An order line: (product_id, category, quantity, unit_price), as `dumps` writes it."""
 occurred = itemgetter(0)
+category_of = itemgetter(1)
 
 
 def civil(day: int) -> tuple[int, int, int]:
@@ -117,8 +133,8 @@ class Order:
     occurred_at: int
     customer_id: str
     total: int
-    items: tuple[OrderItem, ...]
-    """The event's own lines (no copy); empty once prune has thinned the order to its month total."""
+    items: tuple[Line, ...]
+    """Its lines, each the state's shared tuple; empty once prune has thinned it to its month total."""
     repeated: tuple[str, ...] = ()
     """A category once more for each further line of the order in it (usually none), so that
     fold_order can count the order once per category without grouping the lines on every fold."""
@@ -166,6 +182,8 @@ class State:
     months: dict[int, list[int]] = field(default_factory=dict)
     product_counts: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     windows: dict[int, Window] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+    lines: dict[Line, Line] = field(default_factory=dict)
 
 
 def new_state(vendor_id: str) -> State:
@@ -184,23 +202,22 @@ def fold_order(bucket: DayBucket, order: Order, sign: int) -> int:
     bucket.orders -= 1
     products = bucket.products
     categories = bucket.categories
-    for item in order.items:
-        units = item.quantity
-        revenue = units * item.unit_price
-        p = products[item.product_id]
+    for product_id, category, units, price in order.items:
+        revenue = units * price
+        p = products[product_id]
         p[0] -= revenue
         p[1] -= units
         if not p[1]:  # quantities are > 0, so only the order's last line of a product gets here
-            del products[item.product_id]
-        c = categories[item.category]
+            del products[product_id]
+        c = categories[category]
         c[0] -= revenue
         c[1] -= 1
     for category in order.repeated:
         categories[category][1] += 1
-    for item in order.items:  # only now: a category's count passes 0 on the way when it repeats
-        left = categories.get(item.category)
+    for line in order.items:  # only now: a category's count passes 0 on the way when it repeats
+        left = categories.get(line[1])
         if left is not None and not left[1]:
-            del categories[item.category]
+            del categories[line[1]]
     customers = bucket.customers
     customer = order.customer_id
     n = customers[customer] - 1
@@ -216,20 +233,17 @@ def _add_order(bucket: DayBucket, order: Order) -> int:
     bucket.orders += 1
     products = bucket.products
     categories = bucket.categories
-    for item in order.items:
-        units = item.quantity
-        revenue = units * item.unit_price
-        key = item.product_id
-        p = products.get(key)
+    for product_id, category, units, price in order.items:
+        revenue = units * price
+        p = products.get(product_id)
         if p is None:
-            products[key] = [revenue, units]
+            products[product_id] = [revenue, units]
         else:
             p[0] += revenue
             p[1] += units
-        key = item.category
-        c = categories.get(key)
+        c = categories.get(category)
         if c is None:
-            categories[key] = [revenue, 1]
+            categories[category] = [revenue, 1]
         else:
             c[0] += revenue
             c[1] += 1
@@ -242,15 +256,50 @@ def _add_order(bucket: DayBucket, order: Order) -> int:
     return 1 if n == 1 else 0
 
 
-def make_order(occurred_at: int, customer_id: str, total: int, items: tuple[OrderItem, ...]) -> Order:
-    if len(items) > 1:
-        categories = [item.category for item in items]
-        if len(set(categories)) < len(categories):
-            repeated = list(categories)
-            for category in dict.fromkeys(categories):
-                repeated.remove(category)
-            return Order(occurred_at, customer_id, total, items, tuple(repeated))
+def make_order(
+    state: State, occurred_at: int, customer_id: str, total: int, items: tuple[Line, ...]
+) -> Order:
+    """An order with the state's copy of its customer id; `items` are already the state's (`share_line`)."""
+    customer_id = state.names.setdefault(customer_id, customer_id)
+    if len(items) > 1 and len(set(map(category_of, items))) < len(items):
+        repeated = list(map(category_of, items))
+        for category in dict.fromkeys(repeated):
+            repeated.remove(category)
+        return Order(occurred_at, customer_id, total, items, tuple(repeated))
     return Order(occurred_at, customer_id, total, items)
+
+
+def share_line(state: State, line: Line) -> Line:
+    """The state's copy of an order line, with the state's copies of its product id and category."""
+    shared = state.lines.get(line)
+    if shared is None:
+        names = state.names
+        product_id, category, quantity, unit_price = line
+        shared = (
+            names.setdefault(product_id, product_id),
+            names.setdefault(category, category),
+            quantity,
+            unit_price,
+        )
+        state.lines[shared] = shared
+    return shared
+
+
+def reshare(state: State) -> None:
+    """Rebuild `names` and `lines` from what the state holds, forgetting what only dropped detail used."""
+    lines = {line: line for order in state.orders.values() for line in order.items}
+    names: dict[str, str] = {}
+    for customer_id in state.first_order:
+        names.setdefault(customer_id, customer_id)
+    for product_id, product in state.products.items():
+        names.setdefault(product_id, product_id)
+        for version in product.versions:
+            names.setdefault(version[1], version[1])
+            names.setdefault(version[2], version[2])
+    for product_id, category, _, _ in lines:
+        names.setdefault(product_id, product_id)
+        names.setdefault(category, category)
+    state.names, state.lines = names, lines
 
 
 def fold_bucket(dst: DayBucket, src: DayBucket, sign: int) -> None:
@@ -362,10 +411,7 @@ def dumps(state: State) -> bytes:
         "retiredOrders": sorted(state.retired_orders),
         "cancelled": state.cancelled,
         "firstOrder": state.first_order,
-        "orders": {
-            k: [o.occurred_at, o.customer_id, o.total, [_item(i) for i in o.items]]
-            for k, o in state.orders.items()
-        },
+        "orders": {k: [o.occurred_at, o.customer_id, o.total, o.items] for k, o in state.orders.items()},
         "products": {k: [p.stock, p.versions] for k, p in state.products.items()},
         "timeline": [[day, state.timeline[day]] for day in state.timeline_days],
     }
@@ -401,10 +447,6 @@ def _decode(data: bytes) -> State:
         raise StateFormatError(f"stored vendor state is malformed ({exc!r}); rebuild it by replay") from exc
 
 
-def _item(item: OrderItem) -> tuple[str, str, int, int]:
-    return item.product_id, item.category, item.quantity, item.unit_price
-
-
 def _build(doc: dict[str, Any]) -> State:
     state = State(
         vendor_id=str(doc["vendorId"]),
@@ -414,20 +456,26 @@ def _build(doc: dict[str, Any]) -> State:
         seen_events=set(doc["seenEvents"]),
         retired_orders=set(doc["retiredOrders"]),
         cancelled={k: int(v) for k, v in doc["cancelled"].items()},
-        first_order={k: int(v) for k, v in doc["firstOrder"].items()},
     )
+    names = state.names
+    state.first_order = {names.setdefault(k, k): int(v) for k, v in doc["firstOrder"].items()}
     for order_id, (at, customer, total, items) in doc["orders"].items():
         order = state.orders[order_id] = make_order(
-            at, customer, total, tuple([OrderItem(p, c, q, u) for p, c, q, u in items])
+            state, at, customer, total, tuple([share_line(state, tuple(line)) for line in items])
         )
         if order_id not in state.cancelled:
             add_order(state, order, 1)
     for product_id, (stock, versions) in doc["products"].items():
-        product = state.products[product_id] = Product(
-            stock, [(at, name, cat, active, threshold) for at, name, cat, active, threshold in versions]
+        product = state.products[names.setdefault(product_id, product_id)] = Product(
+            stock,
+            [
+                (at, names.setdefault(name, name), names.setdefault(cat, cat), active, threshold)
+                for at, name, cat, active, threshold in versions
+            ],
         )
         count_product(state, product.versions[-1] if product.versions else None, stock, 1)
+    keys = {k: k for k in state.orders} | names  # entries share these strings, as after apply
     for day, entries in doc["timeline"]:
-        state.timeline[day] = [(at, kind, key, delta) for at, kind, key, delta in entries]
+        state.timeline[day] = [(at, kind, keys.get(key, key), delta) for at, kind, key, delta in entries]
         state.timeline_days.append(day)
     return state

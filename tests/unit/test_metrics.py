@@ -12,7 +12,8 @@ import pytest
 
 from processors.exceptions import PeriodError, ProcessorError, StateFormatError, UnsupportedEventError
 from processors.metrics import DUPLICATE_EVENT, DUPLICATE_ORDER, Status, apply, prune, snapshot
-from processors.state import State, dumps, loads, new_state
+from processors.state import PRODUCT, State, dumps, loads, new_state
+from schemas.codec import FastavroCodec
 from schemas.events import Event, InventoryAdjusted, OrderCancelled, OrderItem, OrderPlaced, ProductUpserted
 
 _ids = itertools.count()
@@ -437,6 +438,36 @@ def test_prune_keeps_what_later_snapshots_need() -> None:
     trends = snapshot(pruned, ms("2024-03-20T00:00:00.000"))["monthlyTrends"]
     assert trends[1] == {"month": "2023-05", "revenue": 0, "orders": 0}
     assert trends == snapshot(full, ms("2024-03-20T00:00:00.000"))["monthlyTrends"]
+
+
+def test_repeated_strings_and_order_lines_are_held_once() -> None:
+    """Each decoded event brings its own copies of its strings; a state keeps one of each (memory)."""
+    codec = FastavroCodec()
+    events = [
+        placed("2024-03-10T01:00:00.000", "o1", 250, "c1", (("p1", "toys", 2, 50), ("p2", "toys", 1, 150))),
+        placed("2024-03-10T02:00:00.000", "o2", 100, "c1", (("p1", "toys", 2, 50),)),
+        upserted("2024-03-10T03:00:00.000", "p1", "Kite"),
+        adjusted("2024-03-10T04:00:00.000", "p1", 5),
+    ]
+    state = make_state(*[codec.decode(codec.encode(e)) for e in events])
+    for s in (state, loads(dumps(state))):
+        first, second = s.orders["o1"].items, s.orders["o2"].items
+        assert first[0] is second[0]  # the same product, quantity and price: one tuple
+        assert first[1][1] is first[0][1]  # "toys"
+        assert s.orders["o1"].customer_id is s.orders["o2"].customer_id is next(iter(s.first_order))
+        (product_id,) = [k for k in s.products if k == "p1"]
+        assert first[0][0] is product_id
+        assert all(key is product_id for _, kind, key, _ in s.timeline[19792] if kind == PRODUCT)
+
+
+def test_prune_forgets_the_lines_and_names_only_dropped_orders_used() -> None:
+    state = make_state(
+        placed("2024-01-02T10:00:00.000", "o1", 7, "c1", (("p9", "rare", 1, 7),)),
+        placed("2024-03-09T10:00:00.000", "o2", 100, "c2", (("p1", "toys", 1, 100),)),
+    )
+    prune(state, ms("2024-03-10T00:00:00.000"))  # o1 thinned to its month total
+    assert list(state.lines) == [("p1", "toys", 1, 100)]
+    assert set(state.names) == {"c1", "c2", "p1", "toys"}  # customers keep their first order
 
 
 def test_stored_state_round_trips_deterministically() -> None:
