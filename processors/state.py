@@ -196,8 +196,10 @@ def new_state(vendor_id: str) -> State:
 
 def fold_order(bucket: DayBucket, order: Order, sign: int) -> int:
     """Add (sign=1) or remove (sign=-1) an order; return 1/-1 if its customer entered/left the bucket."""
-    if sign > 0:
-        return _add_order(bucket, order)
+    return _add_order(bucket, order) if sign > 0 else _remove_order(bucket, order)
+
+
+def _remove_order(bucket: DayBucket, order: Order) -> int:
     bucket.revenue -= order.total
     bucket.orders -= 1
     products = bucket.products
@@ -345,12 +347,13 @@ def add_order(state: State, order: Order, sign: int) -> None:
     bucket = state.days.get(day)
     if bucket is None:
         bucket = state.days[day] = DayBucket()
-    fold_order(bucket, order, sign)
+    fold = _add_order if sign > 0 else _remove_order  # fold_order without its call: the hot path
+    fold(bucket, order)
     if not bucket.orders:
         del state.days[day]
     for window in state.windows.values():
         if window.first_day <= day <= window.last_day:
-            moved = fold_order(window.sums, order, sign)
+            moved = fold(window.sums, order)
             if moved and state.first_order[order.customer_id] >= window.first_day * DAY_MS:
                 window.new_customers += moved
 
