@@ -53,6 +53,7 @@ run: $(STAMP) ## everything: local Kafka, topics, worker, API, simulator; prints
 bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json
 	$(BIN)/python -m bench.codec
 	$(BIN)/python -m bench.processor
+	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.abuse
