@@ -39,6 +39,7 @@ from faust.streams import _current_event
 from faust.transport.consumer import Consumer
 from faust.types import TP, EventT
 
+from infra.logs import limit_repeated_logs
 from infra.topics import Topics, broker_count, ensure_topics, partition_for
 from processors.changelog import (
     VendorLog,
@@ -368,6 +369,11 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
             log.debug("input starts at the stored watermarks: %s", sorted(targets.items()))
             # Faust has no public call to commit given offsets; this is the one its own commit uses.
             await consumer._commit(targets)
+
+    @app.task
+    async def quiet_client_floods() -> None:
+        """Faust has set up logging by now: repeated Kafka client errors once per 10 s (infra/logs.py)."""
+        limit_repeated_logs()
 
     @app.task
     async def dump_tasks_on_sigusr1() -> None:
