@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 import weakref
 from collections.abc import Awaitable
@@ -61,6 +62,9 @@ log = logging.getLogger("vendorpulse.worker")
 STALL_CHECK_S = 1.0
 STALL_AFTER_S = 3.0
 """An input partition with records to fold that delivered none for this long is resumed and sought."""
+RECOVERY_CHECK_S = 5.0
+RECOVERY_STALL_S = 45.0
+"""A rebalance whose table recovery has not moved for this long restarts the worker (watch_recovery)."""
 MIB = 1024 * 1024
 ROCKSDB_OPTIONS = {
     "write_buffer_size": 8 * MIB,
@@ -375,17 +379,48 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         """Faust has set up logging by now: repeated Kafka client errors once per 10 s (infra/logs.py)."""
         limit_repeated_logs()
 
+    def dump_tasks() -> None:
+        for task in asyncio.all_tasks():
+            frames = task.get_stack(limit=12)
+            where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
+            log.warning("task %s: %s", task.get_name(), where or "(no frames)")
+
     @app.task
     async def dump_tasks_on_sigusr1() -> None:
         """`kill -USR1 <worker pid>` logs the stack of every asyncio task: what a stalled worker waits on."""
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
 
-        def dump() -> None:
-            for task in asyncio.all_tasks():
-                frames = task.get_stack(limit=12)
-                where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
-                log.warning("task %s: %s", task.get_name(), where or "(no frames)")
+    recovery_seen: list[Any] = [None, 0.0]  # the recovery's offsets when last seen to move, and when
 
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
+    @app.timer(RECOVERY_CHECK_S)
+    async def watch_recovery() -> None:
+        """Restart the worker when Faust's table recovery makes no progress.
+
+        Twice (once in session 2, once in a fresh-clone CI run of session 3) a survivor's recovery
+        stopped for good: "No event received for active tp ... since recovery start", changelog records
+        buffered and never applied (like faust-streaming/faust#74). Nothing in the process resumes it;
+        a new one does. After `RECOVERY_STALL_S` with the rebalance unfinished and the recovery's
+        offsets unchanged, the worker logs every task's stack and replaces itself with a fresh
+        process (same pid, same arguments). That is a crash as far as state goes: the new process
+        discards the local store and restores from the changelog, as after a SIGKILL.
+        """
+        now = time.monotonic()
+        if not paused or app.should_stop:
+            recovery_seen[:] = [None, now]
+            return
+        offsets = dict(cast(Any, app.tables).recovery.active_offsets)
+        if offsets != recovery_seen[0]:
+            recovery_seen[:] = [offsets, now]
+            return
+        if now - recovery_seen[1] < RECOVERY_STALL_S:
+            return
+        log.error(
+            "table recovery made no progress for %.0f s (offsets %s): restarting the worker",
+            now - recovery_seen[1], offsets,
+        )  # fmt: skip
+        dump_tasks()
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, *command_line()])
 
     @app.timer(STALL_CHECK_S)
     async def watch_input() -> None:
@@ -486,6 +521,14 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         gc.set_threshold(20_000, 50, 100)
 
     return app
+
+
+def command_line() -> list[str]:
+    """This process's arguments to Python: `-m infra worker …` or the `vendorpulse` script's path."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is not None:
+        return ["-m", spec.name.removesuffix(".__main__"), *sys.argv[1:]]
+    return sys.argv
 
 
 def app_id(settings: WorkerSettings) -> str:
