@@ -43,7 +43,9 @@ async def _acked_write(bootstrap: str, topic: str) -> int | None:
 
 def test_three_node_cluster_replicates_topics_and_survives_a_node_loss() -> None:
     state = Path(tempfile.mkdtemp(prefix="vendorpulse-test-cluster-"))
-    cluster = LocalKafka(nodes=3, base_port=free_base_port(35092), state_dir=state)
+    # Below Linux's ephemeral range (32768-60999), like the chaos clusters: at 35092 a node's port could
+    # be held by another test's outbound connection, and the node never registered (a fresh-clone CI run).
+    cluster = LocalKafka(nodes=3, base_port=free_base_port(25092), state_dir=state)
     try:
         bootstrap = cluster.start()
         assert bootstrap.count(",") == 2
