@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.table import Table
 
+from bench import machine
 from infra.simulate import EventGenerator, SimConfig
 from infra.topics import Topics, ensure_topics
 from processors.metrics import Status, apply, snapshot
@@ -309,9 +310,8 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     args = parser.parse_args()
     console = Console()
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.node()}"
-    )
+    about = machine([round(x, 2) for x in os.getloadavg()])
+    where = f"{platform.machine()}, {about['cpu_count']} CPUs, Python {about['python']}, {platform.node()}"
     core = bench_core(100_000)
     cluster = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -325,7 +325,7 @@ def main() -> None:
     finally:
         if cluster:
             cluster.stop(timeout=5)
-    table = Table(title=f"vendorpulse processor benchmark ({machine})")
+    table = Table(title=f"vendorpulse processor benchmark ({where})")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("pure core apply, events/s (median of 5)", f"{core['core_events_per_s']:,.0f}")
@@ -354,7 +354,12 @@ def main() -> None:
             prof.add_row(name, f"{own:.2f}", f"{cum:.2f}")
         console.print(prof)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = {"machine": machine, "core": core, **result, "args": vars(args)}
+    out = {
+        "machine": {**machine(about["load_average_at_start"]), "summary": where},
+        "core": core,
+        **result,
+        "args": vars(args),
+    }
     (RESULTS / "processor.json").write_text(json.dumps(out, indent=2, default=str))
     console.print(f"wrote {RESULTS / 'processor.json'}")
 

@@ -329,12 +329,18 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
     def mark_of(partition: int) -> dict[str, int]:
         """The partition's watermark after this batch: per input topic, the next offset to fold. Both
         topics are named as soon as the partition stores anything, so a rebalance always commits an
-        offset for them (a partition with none would start wherever the consumer happens to be)."""
-        mark = watermark(partition)
+        offset for them (a partition with none would start wherever the consumer happens to be).
+
+        The positions start at the stored watermark after each rebalance and only grow, so the table is
+        read only for a topic they do not know (a partition the last rebalance did not name)."""
+        mark: dict[str, int] = {}
         for topic in (topics.orders, topics.inventory):
             expected = positions.expected.get(TP(topic, partition))
             if expected is not None:
-                mark[topic] = max(expected, mark.get(topic, 0))
+                mark[topic] = expected
+        if len(mark) < 2:
+            for topic, stored in watermark(partition).items():
+                mark[topic] = max(stored, mark.get(topic, 0))
         return mark
 
     def trace(batch: list[EventT[Any]]) -> None:
@@ -390,7 +396,8 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         """`kill -USR1 <worker pid>` logs the stack of every asyncio task: what a stalled worker waits on."""
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
 
-    recovery_seen: list[Any] = [None, 0.0]  # the recovery's offsets when last seen to move, and when
+    recovery_offsets: dict[TP, int] | None = None  # the recovery's offsets when last seen to move
+    recovery_moved_at = 0.0
 
     @app.timer(RECOVERY_CHECK_S)
     async def watch_recovery() -> None:
@@ -404,19 +411,17 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         process (same pid, same arguments). That is a crash as far as state goes: the new process
         discards the local store and restores from the changelog, as after a SIGKILL.
         """
+        nonlocal recovery_offsets, recovery_moved_at
         now = time.monotonic()
-        if not paused or app.should_stop:
-            recovery_seen[:] = [None, now]
+        offsets = dict(cast(Any, app.tables).recovery.active_offsets) if paused else None
+        if offsets is None or offsets != recovery_offsets or app.should_stop:
+            recovery_offsets, recovery_moved_at = offsets, now
             return
-        offsets = dict(cast(Any, app.tables).recovery.active_offsets)
-        if offsets != recovery_seen[0]:
-            recovery_seen[:] = [offsets, now]
-            return
-        if now - recovery_seen[1] < RECOVERY_STALL_S:
+        if now - recovery_moved_at < RECOVERY_STALL_S:
             return
         log.error(
             "table recovery made no progress for %.0f s (offsets %s): restarting the worker",
-            now - recovery_seen[1], offsets,
+            now - recovery_moved_at, offsets,
         )  # fmt: skip
         dump_tasks()
         logging.shutdown()
