@@ -1,25 +1,34 @@
-"""The event-sourcing fold of contract §4: `apply(state, event)`, `snapshot(state, as_of_ms)`, `prune`.
+"""The event-sourcing fold of contract §4: `apply(state, event, ts)`, `snapshot(state, as_of_ms)`, `prune`.
 
 `apply` folds one event into its vendor's `State` in place (no copy: the fold is the hot path) and says
-what it did, so the caller can send rejected events to the DLQ. Its cost is O(items of the event), not
-O(history). `snapshot` builds the contract §5 JSON for any as-of instant; it reads ~2P day totals, 12
-month totals and a cached window sum (memoised in the state, see `processors.state`), plus the events
-dated after T, which it undoes. The layout is described in `processors.state`.
+what it did, so the caller can send refused events to the DLQ. Its cost is O(items of the event) plus a
+few `History` lookups, not O(history). `snapshot` builds the contract §5 JSON for an as-of instant; it
+reads ~2P day totals, 12 month totals and a cached window sum (memoised in the state, see
+`processors.state`), plus the events dated after T, which it undoes. `ts` is the input record's Kafka
+timestamp: it moves the vendor's clock on the event's topic, and so the lateness horizon (§4.1).
 
 Readings of the contract where its text leaves a choice (the naive reference in tests/unit follows them):
 - Order of checks: a vendor_id other than the state's -> rejected; `validate()` reason -> rejected;
-  event_id already seen -> duplicate; OrderPlaced in a currency other than the vendor's -> rejected;
-  OrderPlaced with an order_id already placed -> duplicate (ignored, the first stands).
-- Rejected events "count nowhere": their event_id is not marked seen (a corrected re-send is accepted),
-  they set no currency and no first-order date. An ignored second placement of an order_id was a valid
-  event, so its event_id is seen, but it counts nowhere else: not in a customer's first order date either
-  ("any of their OrderPlaced" = the accepted placements, cancelled ones included).
+  occurred_at before the horizon -> too late; event_id seen -> duplicate; OrderPlaced in a currency
+  other than the vendor's -> rejected; OrderPlaced with an order_id already placed -> duplicate (ignored,
+  the first stands). The record's timestamp moves the clock before any check (§4.1: "whatever becomes of
+  the event"), and the horizon is taken with it.
+- Rejected and too-late events "count nowhere": their event_id is not marked seen (a corrected re-send is
+  accepted), they set no currency and no first-order date. An ignored second placement of an order_id was
+  a valid event, so its event_id is seen, but it counts nowhere else: not in a customer's first order date
+  either ("any of their OrderPlaced" = the accepted placements, cancelled ones included). An event ignored
+  as a duplicate marks nothing.
 - "Only events with occurred_at <= T count for anything" applies to cancellations too: an order
   cancelled at a time after T still counts in a snapshot as of T. With several cancellations of one
-  order the earliest counts; a cancellation of an order never placed is kept and applies when it comes.
+  order the earliest counts; a cancellation of an order never placed waits and applies when it comes.
+- Which order a cancellation cancels, with the horizon (§4.1): a cancellation *meets* the order id's
+  placement read before it if that placement is at or after the horizon (H taken when the cancellation is
+  read), and applies to it; otherwise it *waits*. A waiting cancellation applies to the next accepted
+  placement of the id read while it is itself at or after the horizon (H taken when that placement is
+  read), and to no later one: a cancellation belongs to one order.
 - `currency` is the vendor's currency as the log defines it (its first accepted OrderPlaced, whatever T),
   like validity; null while the vendor has no accepted order.
-- `version` is the number of applied events (duplicates and rejected events change nothing).
+- `version` is the number of applied events (duplicates and refused events change nothing).
 """
 
 from __future__ import annotations
@@ -31,12 +40,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from processors.exceptions import PeriodError, UnsupportedEventError
+from processors.history import OrderEntry
 from processors.state import (
     CANCELLED,
     DAY_MS,
+    INVENTORY,
+    ORDERS,
     PLACED,
     PRODUCT,
     DayBucket,
+    Entry,
     Product,
     State,
     Version,
@@ -45,16 +58,18 @@ from processors.state import (
     civil,
     classify,
     count_product,
-    first_day_of_month,
     fold_bucket,
     fold_order,
+    horizon,
     index_event,
     make_order,
     month_of_day,
     occurred,
+    pin,
     reshare,
     set_first_order,
     share_line,
+    tick,
 )
 from schemas.events import Event, InventoryAdjusted, OrderCancelled, OrderPlaced, ProductUpserted
 
@@ -68,14 +83,20 @@ class Status(enum.Enum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
+    TOO_LATE = "too_late"
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What `apply` did with an event; `reason` says why for duplicates and rejections (DLQ header)."""
+    """What `apply` did with an event; `reason` says why for duplicates and refusals (DLQ header)."""
 
     status: Status
     reason: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        """Whether the state changed: applied events, and second placements (their event_id is seen)."""
+        return self.status is Status.APPLIED or self is DUPLICATE_ORDER
 
 
 APPLIED = Outcome(Status.APPLIED)
@@ -87,8 +108,22 @@ def rejected(reason: str) -> Outcome:
     return Outcome(Status.REJECTED, reason)
 
 
-def apply(state: State, event: Event) -> Outcome:
-    """Fold one event (the next in log order) into its vendor's state, in place."""
+def clock_of(event: Event) -> int:
+    """The clock an event's topic keeps: `orders` for order events, `inventory` for catalog and stock."""
+    return ORDERS if isinstance(event, OrderPlaced | OrderCancelled) else INVENTORY
+
+
+def observe(state: State, on_orders_topic: bool, ts: int) -> None:
+    """A record that decoded to an event but is refused before `apply` (it is on the wrong topic) still
+    moves its topic's clock (contract §4.1)."""
+    tick(state, ORDERS if on_orders_topic else INVENTORY, ts)
+
+
+def apply(state: State, event: Event, ts: int = -1) -> Outcome:
+    """Fold one event (the next in log order; `ts` its record's timestamp, < 0 for none) into its
+    vendor's state, in place."""
+    clock = ORDERS if isinstance(event, OrderPlaced | OrderCancelled) else INVENTORY
+    tick(state, clock, ts)
     if event.vendor_id != state.vendor_id:
         return rejected(
             f"vendor_id {event.vendor_id!r} is not this state's vendor {state.vendor_id!r}; "
@@ -97,12 +132,16 @@ def apply(state: State, event: Event) -> Outcome:
     reason = event.validate()
     if reason is not None:
         return rejected(reason)
-    if event.event_id in state.seen_events:
+    h = horizon(state, clock)
+    if event.occurred_at < h:
+        return too_late(state, event, ts, h)
+    seen = state.history.seen(event.event_id)
+    if seen is not None and seen >= h:
         return DUPLICATE_EVENT
     if isinstance(event, OrderPlaced):
-        return _place(state, event)
+        return _place(state, event, h)
     if isinstance(event, OrderCancelled):
-        return _cancel(state, event)
+        return _cancel(state, event, h)
     if isinstance(event, ProductUpserted):
         return _upsert(state, event)
     if isinstance(event, InventoryAdjusted):
@@ -110,47 +149,80 @@ def apply(state: State, event: Event) -> Outcome:
     raise UnsupportedEventError(f"apply() takes a schemas.events record, got {type(event).__name__}")
 
 
-def _place(state: State, event: OrderPlaced) -> Outcome:
+def too_late(state: State, event: Event, ts: int, h: int) -> Outcome:
+    days = state.lateness_ms // DAY_MS
+    stamp = f"{iso_millis(ts)} ({ts})" if ts >= 0 else "none (-1)"
+    return Outcome(
+        Status.TOO_LATE,
+        f"too late: occurred_at {iso_millis(event.occurred_at)} ({event.occurred_at}) is before the "
+        f"horizon H = {iso_millis(h)} ({h}), the vendor's clock on this topic minus {days} days "
+        f"(VENDORPULSE_LATENESS_DAYS); record ts {stamp}",
+    )
+
+
+def _place(state: State, event: OrderPlaced, h: int) -> Outcome:
     currency = state.currency
     if currency is not None and event.currency != currency:
         return rejected(
             f"currency {event.currency} is not the vendor's currency {currency} (that of its first order)"
         )
-    state.seen_events.add(event.event_id)
+    history = state.history
+    history.mark_seen(event.event_id, event.occurred_at)
     order_id = event.order_id
-    if order_id in state.orders or order_id in state.retired_orders:
+    entry = history.order(order_id)
+    if entry is not None and entry.placed is not None and entry.placed.occurred_at >= h:
         return DUPLICATE_ORDER
     if currency is None:
         state.currency = event.currency
     at = event.occurred_at
     lines = state.lines
     items = []
-    for item in event.items:  # the state's copy of each line (see processors.state, "Sharing")
+    for item in event.items:  # the state's copy of each line (see processors.state)
         line = (item.product_id, item.category, item.quantity, item.unit_price)
         items.append(lines.get(line) or share_line(state, line))
-    order = make_order(state, at, event.customer_id, event.total, tuple(items))
+    cancelled_at = None
+    if entry is not None and entry.waiting:
+        cancelled_at = next((w for w in entry.waiting if w >= h), None)  # ascending: the earliest
+    order = make_order(state, at, event.customer_id, event.total, tuple(items), cancelled_at)
+    history.put_order(order_id, OrderEntry(order))
     set_first_order(state, order.customer_id, at)
-    state.orders[order_id] = order
-    if order_id not in state.cancelled:
+    if cancelled_at is None:
         add_order(state, order, 1)
-    index_event(state, at, PLACED, order_id, 0)
+    if at > state.floor:
+        index_event(state, at, PLACED, order_id, 0, order)
+        if cancelled_at is not None:
+            index_event(state, cancelled_at, CANCELLED, order_id, 0, order)
+    else:
+        state.pinned.pop(order_id, None)  # an earlier placement of the id is no longer the visible one
     state.version += 1
     return APPLIED
 
 
-def _cancel(state: State, event: OrderCancelled) -> Outcome:
-    state.seen_events.add(event.event_id)
+def _cancel(state: State, event: OrderCancelled, h: int) -> Outcome:
+    history = state.history
+    history.mark_seen(event.event_id, event.occurred_at)
     state.version += 1
     order_id = event.order_id
-    if order_id in state.retired_orders:
-        return APPLIED  # pruned: no snapshot the state still serves shows that order
     at = event.occurred_at
-    before = state.cancelled.get(order_id)
-    if before is None or at < before:
-        state.cancelled[order_id] = at
-        index_event(state, at, CANCELLED, order_id, 0)
-        if before is None and (order := state.orders.get(order_id)) is not None:
-            add_order(state, order, -1)
+    entry = history.order(order_id)
+    placed = entry.placed if entry is not None else None
+    if placed is None or placed.occurred_at < h:  # no visible placement: it waits
+        waiting = (w for w in entry.waiting if w >= h) if entry is not None else ()
+        history.put_order(order_id, OrderEntry(placed, tuple(sorted([*waiting, at]))))
+        return APPLIED
+    assert entry is not None
+    before = placed.cancelled_at
+    if before is not None and before <= at:
+        return APPLIED  # an earlier cancellation already counts
+    placed.cancelled_at = at
+    history.put_order(order_id, entry)
+    pinned = state.pinned.get(order_id)
+    if pinned is not None and pinned.occurred_at == placed.occurred_at:
+        pinned.cancelled_at = at  # the timeline's copy (the same object when the history is in memory)
+        placed = pinned
+    if before is None:
+        add_order(state, placed, -1)
+    index_event(state, at, CANCELLED, order_id, 0, placed)
     return APPLIED
 
 
@@ -162,8 +234,8 @@ def _product(state: State, product_id: str) -> Product:
 
 
 def _upsert(state: State, event: ProductUpserted) -> Outcome:
-    state.seen_events.add(event.event_id)
-    names = state.names  # the state's copies of the strings it keeps (processors.state, "Sharing")
+    state.history.mark_seen(event.event_id, event.occurred_at)
+    names = state.names  # the state's copies of the strings it keeps (processors.state)
     product_id = names.setdefault(event.product_id, event.product_id)
     product = _product(state, product_id)
     versions = product.versions
@@ -181,7 +253,7 @@ def _upsert(state: State, event: ProductUpserted) -> Outcome:
 
 
 def _adjust(state: State, event: InventoryAdjusted) -> Outcome:
-    state.seen_events.add(event.event_id)
+    state.history.mark_seen(event.event_id, event.occurred_at)
     product_id = state.names.setdefault(event.product_id, event.product_id)  # the state's copy
     product = _product(state, product_id)
     latest = product.versions[-1] if product.versions else None
@@ -228,7 +300,7 @@ def snapshot(state: State, as_of_ms: int, period_days: int = 30) -> dict[str, An
         after = before + back.customers.get(customer, 0) - gone.customers.get(customer, 0)
         change = (after > 0) - (before > 0)
         customers += change
-        if change and state.first_order[customer] >= window_start:
+        if change and _at_or_after(state.history.first_order(customer), window_start):
             new += change
     products = _merged(sums.products, back.products, gone.products)
     categories = _merged(sums.categories, back.categories, gone.categories)
@@ -271,29 +343,30 @@ def _after(
     first = last - period_days + 1
     prev_first = first - period_days
     first_month = month_of_day(last) - TREND_MONTHS + 1
-    orders, cancelled = state.orders, state.cancelled
-    restored: set[str] = set()
+    restored: set[int] = set()  # id() of orders put back
     for day in days[start:]:
-        entries = state.timeline[day]
+        entries: list[Entry] = state.timeline[day]
         if day == last:
             entries = entries[bisect_right(entries, t, key=occurred) :]
         in_trend = month_of_day(day) - first_month == TREND_MONTHS - 1
-        for _, kind, key, delta in entries:
+        for _, kind, key, delta, order in entries:
             if kind == PRODUCT:
                 stock[key] = stock.get(key, 0) + delta
-            elif kind == PLACED:  # in the buckets unless cancelled (or pruned)
-                if key in cancelled or (order := orders.get(key)) is None:
+                continue
+            assert order is not None
+            if kind == PLACED:  # in the buckets unless cancelled
+                if order.cancelled_at is not None:
                     continue
                 if day == last:
                     fold_order(gone, order, 1)
                 if in_trend:
                     trend[-1][0] -= order.total
                     trend[-1][1] -= 1
-            elif key not in restored:  # CANCELLED after T: the order still counts at T
-                order = orders.get(key)
-                if order is None or order.occurred_at > t or cancelled[key] <= t:
+            elif id(order) not in restored:  # CANCELLED after T: the order still counts at T
+                cancelled_at = order.cancelled_at
+                if order.occurred_at > t or cancelled_at is None or cancelled_at <= t:
                     continue
-                restored.add(key)
+                restored.add(id(order))
                 placed_day = order.occurred_at // DAY_MS
                 if placed_day >= first:
                     fold_order(back, order, 1)
@@ -329,9 +402,13 @@ def _window(state: State, period_days: int, last: int) -> Window:
         if (bucket := state.days.get(day)) is not None:
             fold_bucket(window.sums, bucket, 1)
     start = first * DAY_MS
-    first_order = state.first_order
-    window.new_customers = sum(first_order[c] >= start for c in window.sums.customers)
+    first_order = state.history.first_order
+    window.new_customers = sum(_at_or_after(first_order(c), start) for c in window.sums.customers)
     return window
+
+
+def _at_or_after(first: int | None, start: int) -> bool:
+    return first is not None and first >= start
 
 
 def _merged(
@@ -439,44 +516,43 @@ def _month_label(month: int) -> str:
 
 
 def prune(state: State, before_ms: int, period_days: int = 30) -> None:
-    """Drop detail that no snapshot with as_of >= before_ms and a period <= period_days can need.
+    """Drop what no snapshot with as_of >= before_ms and a period <= period_days can read, and raise the
+    floor to before_ms: day buckets before the earliest window, months before the earliest trend, catalog
+    versions superseded before it, timeline entries dated at or before it.
 
-    Keeps every dedupe id, customers' first orders and each product's catalog version in force at
-    before_ms. Snapshots as of earlier instants are no longer exact afterwards.
+    The history is untouched (what it forgets is the horizon's business, contract §4.1). Snapshots as of
+    earlier instants, or over longer periods, are no longer exact afterwards.
     """
     if period_days < 1:
         raise PeriodError(f"period_days must be >= 1, got {period_days}")
     day = before_ms // DAY_MS
     first_day = day - 2 * period_days + 1  # the earliest day in a window of a snapshot as of >= before
     first_month = min(month_of_day(day) - TREND_MONTHS + 1, month_of_day(first_day))  # in its trends
-    # Orders before first_month: kept as ids only. Orders of first_month on but before first_day: thinned
-    # to their month totals (a cancellation can still take them out of monthlyTrends). Buckets follow,
-    # so that every bucket kept is exactly the sum of the orders kept (loads rebuilds it from them).
-    retire_ms = first_day_of_month(first_month) * DAY_MS
-    thin_ms = first_day * DAY_MS
-    for order_id in [k for k, order in state.orders.items() if order.occurred_at < retire_ms]:
-        del state.orders[order_id]
-        state.retired_orders.add(order_id)
-        state.cancelled.pop(order_id, None)
-    for order in state.orders.values():
-        if order.occurred_at < thin_ms and order.items:
-            order.items = order.repeated = ()
-    for d in [d for d in state.days if d < first_day]:
+    state.floor = max(state.floor, before_ms)
+    state.kept_from_day = max(state.kept_from_day, first_day)
+    state.kept_from_month = max(state.kept_from_month, first_month)
+    for d in [d for d in state.days if d < state.kept_from_day]:
         del state.days[d]
-    for m in [m for m in state.months if m < first_month]:
+    for m in [m for m in state.months if m < state.kept_from_month]:
         del state.months[m]
     kept = []
-    for d in state.timeline_days:  # entries dated <= before_ms are never after any T >= before_ms
-        if d > day:
+    floor = state.floor
+    for d in state.timeline_days:
+        if d > floor // DAY_MS:
             kept.append(d)
             continue
-        entries = [e for e in state.timeline.pop(d) if e[0] > before_ms]
+        entries = [e for e in state.timeline.pop(d) if e[0] > floor]
         if entries:
             state.timeline[d] = entries
             kept.append(d)
     state.timeline_days = kept
+    state.pinned = {}
+    for d in kept:
+        for _, _, key, _, order in state.timeline[d]:
+            if order is not None:
+                pin(state, key, order)
     for product in state.products.values():
-        i = bisect_right(product.versions, before_ms, key=occurred)
+        i = bisect_right(product.versions, floor, key=occurred)
         if i > 1:
             del product.versions[: i - 1]
     state.windows.clear()

@@ -1,76 +1,64 @@
 """Per-vendor state of the metrics fold: its layout, the primitives that keep it consistent, its encoding.
 
 One `State` per vendor. `processors.metrics.apply` folds events into it in log order and
-`processors.metrics.snapshot` reads it for any as-of instant T (contract §4). Times are epoch milliseconds
-(UTC); a *day* is `ms // DAY_MS` (days since 1970-01-01 UTC); a *month* is `year * 12 + month - 1`;
-money is int minor units.
+`processors.metrics.snapshot` reads it for an as-of instant T (contract §4). Times are epoch
+milliseconds (UTC); a *day* is `ms // DAY_MS` (days since 1970-01-01 UTC); a *month* is
+`year * 12 + month - 1`; money is int minor units.
 
-Why the layout looks like this: the buckets hold every applied event, including events dated after
-the T a snapshot asks for; the snapshot then undoes the few events dated after T, which it finds in
-`timeline`. For a live snapshot (T = now) there are none, so it only reads ~2P day totals, 12 months
-and one cached window sum, whatever the length of the history.
+The state is in two parts, so that memory does not grow with the history (contract §4.1):
 
-Source of truth (serialized):
-- `vendor_id`; `version` (+1 per applied event); `currency` (of the first accepted OrderPlaced).
-- `offsets`: "topic:partition" -> last applied offset. The caller maintains it; it is carried through
-  the encoding so a restored state knows which input it already contains (effectively-once).
-- `seen_events`: ids of every accepted event. The contract's dedupe rule has no time limit, so this
-  grows with the history (one id per event) and prune keeps it.
-- `orders`: order_id -> Order (occurred_at, customer, total, its lines): what a later
-  cancellation takes out of the buckets, and what a snapshot as of an earlier T adds back or takes out.
-  prune thins orders older than any window a later snapshot shows to their month total (no items) and
-  drops those older than its monthlyTrends.
-- `retired_orders`: ids of pruned orders, so that placing such an order_id again is still ignored.
-- `cancelled`: order_id -> earliest occurred_at of its cancellations, also for orders not placed yet
-  (a cancellation may come first). An order is in the buckets iff it is in `orders` and not here.
-- `first_order`: customer_id -> earliest occurred_at of their accepted OrderPlaced, cancelled or not
-  (new vs returning customers); never pruned.
-- `products`: product_id -> Product. `stock` is the sum of every delta; `versions` are the catalog
-  values (occurred_at, name, category, active, threshold) that can still be "the last ProductUpserted in
-  log order with occurred_at <= T" for some T. A version followed in the log by one dated at or before it
-  can never win, so it is dropped: the list rises in log order and in occurred_at, the version at T is a
-  bisect, and for time-ordered input it only grows by one per upsert (prune shortens it).
-- `timeline`: day -> [(occurred_at, kind, key, delta)] sorted by occurred_at: every placement (kind 0,
-  key = order_id), every cancellation that made an order's cancel time earlier (kind 1), every product
-  event (kind 2, key = product_id, delta = stock change). `timeline_days` is its sorted key list. A snapshot as of T reads
-  only the entries dated after T; prune drops the others.
+- **the live part** (this module, in the heap): what a snapshot reads. Per day, the sums of the orders
+  placed that day and not cancelled (`days`: revenue, orders, per product, per category, per customer);
+  per month its revenue and orders; the catalog and stock; the clocks; and the `timeline` of events dated
+  after `floor`. Its size follows the windows, the months and the catalog, not the number of events.
+- **the history** (`processors.history.History`): what must be remembered per event to apply the rules
+  that look back (duplicate ids, second placements, cancellations, first orders). The worker keeps it in
+  its RocksDB table and forgets what falls behind the horizon; replay and tests keep it in dicts.
 
-Derived (rebuilt by `loads` from the above and never stored, so stored state cannot disagree with itself):
-- `days`: day -> DayBucket over orders in the buckets (thinned ones excepted): revenue, orders,
-  products {id: [revenue, units]}, categories {category: [revenue, orders with a line in it]},
-  customers {id: orders}. Entries whose count drops to 0 are deleted, so the dicts hold what is sold.
-- `months`: month -> [revenue, orders] over the same orders, thinned ones included.
-- `product_counts`: [total, active, lowStock, outOfStock] with every product event applied.
-- `windows`: period_days -> Window: the DayBucket sum of `days` over first_day..last_day (a current
-  window) and how many of its customers are new. Every bucket change updates it, so a snapshot does not
-  re-add P days of per-product and per-customer dicts; a new day slides it. At most a few are kept.
-- `names`, `lines`: the state's one copy of each repeated string and order line (below).
+Snapshots as of T. The buckets hold every applied event, including events dated after T; the snapshot
+undoes those from the `timeline`, which holds the events dated after `floor`. The caller promises never
+to ask for a T below `floor`: the worker sets it to the wall clock before each batch (its snapshots are
+as of now, and now only grows), so the timeline holds only events dated in the future; replay sets it to
+its as-of instant; tests leave it at `NO_FLOOR` and may ask any T. `prune(before)` drops the day buckets,
+months and catalog versions no snapshot as of `before` or later reads (the worker prunes at each UTC
+midnight), and remembers how far back it dropped them (`kept_from_day`, `kept_from_month`): an order
+dated before those counts in no bucket, before and after a prune alike.
 
-Sharing: the Avro decoder gives every event its own copies of its strings, and most of them repeat:
-product ids, categories, customer ids, product names, and whole order lines (product_id, category,
-quantity, unit_price: the same product bought in the same quantity at the same price). `names` maps each
-such string to the copy the state keeps and `lines` each line to the state's tuple, so an order holds the
-shared customer id and a tuple of shared lines (not the event's OrderItem objects), and the catalog,
-timeline, first orders and buckets hold the same str objects. `apply` and `loads` go through the tables;
-prune rebuilds them from what it leaves, so they never hold more than the rest of the state uses. Ids
-unique to one event (event_id, order_id) are kept as decoded. Which copy is held changes no result.
+The timeline's entries: `(occurred_at, kind, key, delta, order)`: a placement (kind 0, key = order id,
+`order` the placed `Order`), a cancellation that made an order's cancel time earlier (kind 1, `order` the
+cancelled `Order`), a product event (kind 2, key = product id, delta = stock change, `order` None). An
+order in the timeline is held there (and in `pinned`, by id, while it is the id's visible placement), so
+that a cancellation read later changes the very object the timeline holds and a snapshot needs no
+history lookup.
 
-Size: without prune, orders and timeline grow with the history. Pruned daily (as of the start of the
-day, say), a state holds ~2P days of full orders, 12 months of thinned ones, the timeline of the days
-since `before`, the catalog, the customers' first orders and every dedupe id. Per event folded, an
-unpruned state holds ~470-530 bytes (CPython 3.11, the simulator's mix: three quarters orders of ~2.2
-lines; `python -m bench.memory`): an order ~310 (its id, the Order, its tuple of shared lines, its total
-and time), a dedupe id 85 plus its set slot (25-100, by where the set is in its growth), a timeline
-entry ~85; catalog, customers and buckets a few bytes together. A checkpoint takes ~190 bytes per event.
+Source of truth (encoded by `dumps`): `vendor_id`; `version` (+1 per applied event); `currency` (of the
+first accepted OrderPlaced); `offsets` ("topic:partition" -> last applied offset: the caller's, carried so
+a restored state knows what input it contains); `clocks` ([orders, inventory]: the greatest record
+timestamp read per topic, contract §4.1); `floor`; `kept_from_day`/`kept_from_month`; `days`; `months`;
+`products` (product_id -> Product: `stock`, the sum of every delta, and `versions`, the catalog values
+(occurred_at, name, category, active, threshold) that can still be "the last ProductUpserted in log order
+with occurred_at <= T" for some T >= floor; a version followed in the log by one dated at or before it can
+never win, so it is dropped: the list rises in log order and in occurred_at, and the version at T is a
+bisect); `timeline`.
 
-Encoding (`dumps`/`loads`): orjson, no whitespace, sorted keys, sets as sorted lists, so equal states give
-equal bytes::
+Derived (rebuilt by `loads`): `product_counts` ([total, active, lowStock, outOfStock] with every product
+event applied); `windows` (period_days -> Window: the sums of `days` over a current window and how many of
+its customers are new, memoised so a snapshot does not re-add P days of dicts; a new day slides it);
+`pinned`; `names` and `lines` (the state's one copy of each repeated string and order line: the decoder
+gives every event its own copies, and buckets, catalog and timeline hold the shared ones).
 
-    {"format": 1, "vendorId": str, "version": int, "currency": str|null, "offsets": {str: int},
-     "seenEvents": [id], "retiredOrders": [id], "cancelled": {orderId: ms}, "firstOrder": {customerId: ms},
-     "orders": {orderId: [ms, customerId, total, [[productId, category, quantity, unitPrice]]]},
+Encoding (`dumps`/`loads`): orjson, sorted keys, no whitespace, so equal states give equal bytes::
+
+    {"format": 2, "vendorId": str, "version": int, "currency": str|null, "offsets": {str: int},
+     "clocks": [int|null, int|null], "floor": int, "keptFrom": [day, month],
+     "days": [[day, revenue, orders, {productId: [revenue, units]}, {category: [revenue, orders]},
+               {customerId: orders}]],
+     "months": [[month, revenue, orders]],
      "products": {productId: [stock, [[ms, name, category, active, threshold]]]},
-     "timeline": [[day, [[ms, kind, key, delta]]]]}
+     "timeline": [[day, [[ms, kind, key, delta, order|null]]]]}
+
+with an order as `[orderId, occurred_at, customerId, total, [[productId, category, quantity, unitPrice]],
+cancelled_at|null]`.
 """
 
 from __future__ import annotations
@@ -85,18 +73,22 @@ from typing import Any
 import orjson
 
 from processors.exceptions import StateFormatError
+from processors.history import History, Line, MemoryHistory, Order
 
-FORMAT = 1
+FORMAT = 2
 DAY_MS = 86_400_000
+NO_FLOOR = -(1 << 62)
+"""`floor` of a state whose snapshots may be asked for any T (keeps every timeline entry)."""
+DEFAULT_LATENESS_DAYS = 400
 PLACED, CANCELLED, PRODUCT = 0, 1, 2
 """Timeline entry kinds."""
+ORDERS, INVENTORY = 0, 1
+"""Indexes of `State.clocks`: one clock per input topic (contract §4.1)."""
 
 Version = tuple[int, str, str, bool, int]
 """A catalog version: (occurred_at, name, category, active, low_stock_threshold)."""
-Entry = tuple[int, int, str, int]
-"""A timeline entry: (occurred_at, kind, key, delta)."""
-Line = tuple[str, str, int, int]
-"""An order line: (product_id, category, quantity, unit_price), as `dumps` writes it."""
+Entry = tuple[int, int, str, int, Order | None]
+"""A timeline entry: (occurred_at, kind, key, delta, order)."""
 occurred = itemgetter(0)
 category_of = itemgetter(1)
 
@@ -129,18 +121,6 @@ def first_day_of_month(month: int) -> int:
 
 
 @dataclass(slots=True)
-class Order:
-    occurred_at: int
-    customer_id: str
-    total: int
-    items: tuple[Line, ...]
-    """Its lines, each the state's shared tuple; empty once prune has thinned it to its month total."""
-    repeated: tuple[str, ...] = ()
-    """A category once more for each further line of the order in it (usually none), so that
-    fold_order can count the order once per category without grouping the lines on every fold."""
-
-
-@dataclass(slots=True)
 class DayBucket:
     revenue: int = 0
     orders: int = 0
@@ -167,14 +147,16 @@ class Product:
 @dataclass(slots=True, eq=False)
 class State:
     vendor_id: str
+    history: History = field(default_factory=MemoryHistory)
+    lateness_ms: int = DEFAULT_LATENESS_DAYS * DAY_MS
+    """L of contract §4.1, in ms; a setting, not stored."""
     version: int = 0
     currency: str | None = None
     offsets: dict[str, int] = field(default_factory=dict)
-    seen_events: set[str] = field(default_factory=set)
-    orders: dict[str, Order] = field(default_factory=dict)
-    retired_orders: set[str] = field(default_factory=set)
-    cancelled: dict[str, int] = field(default_factory=dict)
-    first_order: dict[str, int] = field(default_factory=dict)
+    clocks: list[int | None] = field(default_factory=lambda: [None, None])
+    floor: int = NO_FLOOR
+    kept_from_day: int = NO_FLOOR
+    kept_from_month: int = NO_FLOOR
     products: dict[str, Product] = field(default_factory=dict)
     timeline: dict[int, list[Entry]] = field(default_factory=dict)
     timeline_days: list[int] = field(default_factory=list)
@@ -182,16 +164,33 @@ class State:
     months: dict[int, list[int]] = field(default_factory=dict)
     product_counts: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     windows: dict[int, Window] = field(default_factory=dict)
+    pinned: dict[str, Order] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
     lines: dict[Line, Line] = field(default_factory=dict)
 
 
-def new_state(vendor_id: str) -> State:
-    """An empty state for one vendor."""
-    return State(vendor_id)
+def new_state(
+    vendor_id: str, history: History | None = None, lateness_days: int = DEFAULT_LATENESS_DAYS
+) -> State:
+    """An empty state for one vendor (its history in memory unless one is given)."""
+    return State(vendor_id, history if history is not None else MemoryHistory(), lateness_days * DAY_MS)
 
 
-# --- primitives keeping the derived parts in step -----------------------------------------------------
+def horizon(state: State, clock: int) -> int:
+    """H of contract §4.1 for an event read on the topic whose clock index is `clock`."""
+    c = state.clocks[clock]
+    return NO_FLOOR if c is None else c - state.lateness_ms
+
+
+def tick(state: State, clock: int, ts: int) -> None:
+    """A record of that topic that decoded to an event was read, stamped `ts` (< 0: no timestamp)."""
+    if ts >= 0:
+        c = state.clocks[clock]
+        if c is None or ts > c:
+            state.clocks[clock] = ts
+
+
+# --- primitives keeping the live part in step ---------------------------------------------------------
 
 
 def fold_order(bucket: DayBucket, order: Order, sign: int) -> int:
@@ -258,17 +257,23 @@ def _add_order(bucket: DayBucket, order: Order) -> int:
     return 1 if n == 1 else 0
 
 
-def make_order(
-    state: State, occurred_at: int, customer_id: str, total: int, items: tuple[Line, ...]
-) -> Order:
-    """An order with the state's copy of its customer id; `items` are already the state's (`share_line`)."""
-    customer_id = state.names.setdefault(customer_id, customer_id)
+def repeated_categories(items: tuple[Line, ...]) -> tuple[str, ...]:
+    """`Order.repeated` of these lines."""
     if len(items) > 1 and len(set(map(category_of, items))) < len(items):
         repeated = list(map(category_of, items))
         for category in dict.fromkeys(repeated):
             repeated.remove(category)
-        return Order(occurred_at, customer_id, total, items, tuple(repeated))
-    return Order(occurred_at, customer_id, total, items)
+        return tuple(repeated)
+    return ()
+
+
+def make_order(
+    state: State, occurred_at: int, customer_id: str, total: int, items: tuple[Line, ...],
+    cancelled_at: int | None = None,
+) -> Order:  # fmt: skip
+    """An order with the state's copy of its customer id; `items` are already the state's (`share_line`)."""
+    customer_id = state.names.setdefault(customer_id, customer_id)
+    return Order(occurred_at, customer_id, total, items, cancelled_at, repeated_categories(items))
 
 
 def share_line(state: State, line: Line) -> Line:
@@ -288,11 +293,19 @@ def share_line(state: State, line: Line) -> Line:
 
 
 def reshare(state: State) -> None:
-    """Rebuild `names` and `lines` from what the state holds, forgetting what only dropped detail used."""
-    lines = {line: line for order in state.orders.values() for line in order.items}
+    """Rebuild `names` and `lines` from what the live part holds, forgetting what only dropped detail used."""
+    lines = {
+        line: line
+        for entries in state.timeline.values()
+        for entry in entries
+        if entry[4] is not None
+        for line in entry[4].items
+    }
     names: dict[str, str] = {}
-    for customer_id in state.first_order:
-        names.setdefault(customer_id, customer_id)
+    for bucket in state.days.values():
+        for table in (bucket.products, bucket.categories, bucket.customers):
+            for key in table:
+                names.setdefault(key, key)
     for product_id, product in state.products.items():
         names.setdefault(product_id, product_id)
         for version in product.versions:
@@ -330,19 +343,20 @@ def fold_bucket(dst: DayBucket, src: DayBucket, sign: int) -> None:
 def add_order(state: State, order: Order, sign: int) -> None:
     """Put an order into (sign=1) or take it out of (sign=-1) its day, its month and the windows.
 
-    A thinned order (no items) only has its month: prune dropped its day with it.
+    Days and months before what prune kept count nothing: no snapshot the state serves reads them.
     """
     day = order.occurred_at // DAY_MS
     month = month_of_day(day)
-    m = state.months.get(month)
-    if m is None:
-        state.months[month] = [sign * order.total, sign]
-    else:
-        m[0] += sign * order.total
-        m[1] += sign
-        if not m[1]:
-            del state.months[month]
-    if not order.items:
+    if month >= state.kept_from_month:
+        m = state.months.get(month)
+        if m is None:
+            state.months[month] = [sign * order.total, sign]
+        else:
+            m[0] += sign * order.total
+            m[1] += sign
+            if not m[1]:
+                del state.months[month]
+    if day < state.kept_from_day:
         return
     bucket = state.days.get(day)
     if bucket is None:
@@ -354,16 +368,19 @@ def add_order(state: State, order: Order, sign: int) -> None:
     for window in state.windows.values():
         if window.first_day <= day <= window.last_day:
             moved = fold(window.sums, order)
-            if moved and state.first_order[order.customer_id] >= window.first_day * DAY_MS:
-                window.new_customers += moved
+            if moved:
+                first = state.history.first_order(order.customer_id)
+                if first is not None and first >= window.first_day * DAY_MS:
+                    window.new_customers += moved
 
 
 def set_first_order(state: State, customer_id: str, occurred_at: int) -> None:
     """Record an accepted placement's time as its customer's first order if it is the earliest."""
-    old = state.first_order.get(customer_id)
+    history = state.history
+    old = history.first_order(customer_id)
     if old is not None and old <= occurred_at:
         return
-    state.first_order[customer_id] = occurred_at
+    history.set_first_order(customer_id, occurred_at)
     for window in state.windows.values():
         if customer_id in window.sums.customers:
             start = window.first_day * DAY_MS
@@ -386,54 +403,84 @@ def count_product(state: State, version: Version | None, stock: int, sign: int) 
             counts[i] += sign * n
 
 
-def index_event(state: State, occurred_at: int, kind: int, key: str, delta: int) -> None:
-    """Add a timeline entry, keeping each day's list sorted by occurred_at (appends when in order)."""
+def index_event(
+    state: State, occurred_at: int, kind: int, key: str, delta: int, order: Order | None = None
+) -> None:
+    """Add a timeline entry if it is dated after the floor, keeping each day's list sorted by occurred_at."""
+    if occurred_at <= state.floor:
+        return
     day = occurred_at // DAY_MS
+    entry = (occurred_at, kind, key, delta, order)
     entries = state.timeline.get(day)
     if entries is None:
-        state.timeline[day] = [(occurred_at, kind, key, delta)]
+        state.timeline[day] = [entry]
         insort(state.timeline_days, day)
     elif entries[-1][0] <= occurred_at:
-        entries.append((occurred_at, kind, key, delta))
+        entries.append(entry)
     else:
-        insort(entries, (occurred_at, kind, key, delta), key=occurred)
+        insort(entries, entry, key=occurred)
+    if order is not None:
+        pin(state, key, order)
+
+
+def pin(state: State, order_id: str, order: Order) -> None:
+    """Keep `order` as the timeline's object for the id's visible placement (the latest placed)."""
+    held = state.pinned.get(order_id)
+    if held is None or held.occurred_at <= order.occurred_at:
+        state.pinned[order_id] = order
 
 
 # --- encoding -----------------------------------------------------------------------------------------
 
 
+def _order_doc(order_id: str, order: Order) -> list[Any]:
+    return [order_id, order.occurred_at, order.customer_id, order.total, order.items, order.cancelled_at]
+
+
 def dumps(state: State) -> bytes:
-    """Compact, deterministic bytes of a state's source of truth (see the module docstring)."""
+    """Compact, deterministic bytes of the live part (see the module docstring); not the history."""
     doc = {
         "format": FORMAT,
         "vendorId": state.vendor_id,
         "version": state.version,
         "currency": state.currency,
         "offsets": state.offsets,
-        "seenEvents": sorted(state.seen_events),
-        "retiredOrders": sorted(state.retired_orders),
-        "cancelled": state.cancelled,
-        "firstOrder": state.first_order,
-        "orders": {k: [o.occurred_at, o.customer_id, o.total, o.items] for k, o in state.orders.items()},
+        "clocks": state.clocks,
+        "floor": state.floor,
+        "keptFrom": [state.kept_from_day, state.kept_from_month],
+        "days": [
+            [d, b.revenue, b.orders, b.products, b.categories, b.customers]
+            for d, b in sorted(state.days.items())
+        ],
+        "months": [[m, r, n] for m, (r, n) in sorted(state.months.items())],
         "products": {k: [p.stock, p.versions] for k, p in state.products.items()},
-        "timeline": [[day, state.timeline[day]] for day in state.timeline_days],
+        "timeline": [
+            [
+                day,
+                [
+                    [at, kind, key, delta, None if order is None else _order_doc(key, order)]
+                    for at, kind, key, delta, order in state.timeline[day]
+                ],
+            ]
+            for day in state.timeline_days
+        ],
     }
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
 
-def loads(data: bytes) -> State:
-    """The state `dumps` wrote, with its derived parts rebuilt; StateFormatError if it is not one."""
-    # Decoding allocates millions of containers and frees none: the cyclic GC would only rescan them.
+def loads(data: bytes, history: History | None = None, lateness_days: int = DEFAULT_LATENESS_DAYS) -> State:
+    """The state `dumps` wrote (its history given, or empty in memory); StateFormatError if it is not one."""
+    # Decoding allocates many containers and frees none: the cyclic GC would only rescan them.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _decode(data)
+        return _decode(data, history if history is not None else MemoryHistory(), lateness_days)
     finally:
         if collecting:
             gc.enable()
 
 
-def _decode(data: bytes) -> State:
+def _decode(data: bytes, history: History, lateness_days: int) -> State:
     try:
         doc = orjson.loads(data)
         fmt = doc["format"]
@@ -445,29 +492,29 @@ def _decode(data: bytes) -> State:
             "run the vendorpulse version that wrote it, or rebuild the state by replay"
         )
     try:
-        return _build(doc)
+        return _build(doc, history, lateness_days)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise StateFormatError(f"stored vendor state is malformed ({exc!r}); rebuild it by replay") from exc
 
 
-def _build(doc: dict[str, Any]) -> State:
-    state = State(
-        vendor_id=str(doc["vendorId"]),
-        version=int(doc["version"]),
-        currency=doc["currency"],
-        offsets={str(k): int(v) for k, v in doc["offsets"].items()},
-        seen_events=set(doc["seenEvents"]),
-        retired_orders=set(doc["retiredOrders"]),
-        cancelled={k: int(v) for k, v in doc["cancelled"].items()},
-    )
+def _build(doc: dict[str, Any], history: History, lateness_days: int) -> State:
+    state = new_state(str(doc["vendorId"]), history, lateness_days)
+    state.version = int(doc["version"])
+    state.currency = doc["currency"]
+    state.offsets = {str(k): int(v) for k, v in doc["offsets"].items()}
+    state.clocks = [None if c is None else int(c) for c in doc["clocks"]]
+    state.floor = int(doc["floor"])
+    state.kept_from_day, state.kept_from_month = (int(x) for x in doc["keptFrom"])
     names = state.names
-    state.first_order = {names.setdefault(k, k): int(v) for k, v in doc["firstOrder"].items()}
-    for order_id, (at, customer, total, items) in doc["orders"].items():
-        order = state.orders[order_id] = make_order(
-            state, at, customer, total, tuple([share_line(state, tuple(line)) for line in items])
+    for day, revenue, orders, products, categories, customers in doc["days"]:
+        state.days[day] = DayBucket(
+            revenue,
+            orders,
+            {names.setdefault(k, k): v for k, v in products.items()},
+            {names.setdefault(k, k): v for k, v in categories.items()},
+            {names.setdefault(k, k): v for k, v in customers.items()},
         )
-        if order_id not in state.cancelled:
-            add_order(state, order, 1)
+    state.months = {m: [r, n] for m, r, n in doc["months"]}
     for product_id, (stock, versions) in doc["products"].items():
         product = state.products[names.setdefault(product_id, product_id)] = Product(
             stock,
@@ -477,8 +524,24 @@ def _build(doc: dict[str, Any]) -> State:
             ],
         )
         count_product(state, product.versions[-1] if product.versions else None, stock, 1)
-    keys = {k: k for k in state.orders} | names  # entries share these strings, as after apply
+    orders_by_time: dict[tuple[str, int], Order] = {}  # one object per order, however many entries
     for day, entries in doc["timeline"]:
-        state.timeline[day] = [(at, kind, keys.get(key, key), delta) for at, kind, key, delta in entries]
+        kept: list[Entry] = []
+        for at, kind, key, delta, order_doc in entries:
+            order = None
+            if order_doc is not None:
+                order_id, placed_at, customer, total, items, cancelled_at = order_doc
+                order = orders_by_time.get((order_id, placed_at))
+                if order is None:
+                    lines = tuple([share_line(state, tuple(line)) for line in items])
+                    order = orders_by_time[(order_id, placed_at)] = make_order(
+                        state, placed_at, customer, total, lines, cancelled_at
+                    )
+                key = order_id
+                pin(state, key, order)
+            else:
+                key = names.setdefault(key, key)
+            kept.append((at, kind, key, delta, order))
+        state.timeline[day] = kept
         state.timeline_days.append(day)
     return state

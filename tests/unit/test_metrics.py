@@ -12,7 +12,7 @@ import pytest
 
 from processors.exceptions import PeriodError, ProcessorError, StateFormatError, UnsupportedEventError
 from processors.metrics import DUPLICATE_EVENT, DUPLICATE_ORDER, Status, apply, prune, snapshot
-from processors.state import PRODUCT, State, dumps, loads, new_state
+from processors.state import PLACED, PRODUCT, State, dumps, loads, new_state
 from schemas.codec import FastavroCodec
 from schemas.events import Event, InventoryAdjusted, OrderCancelled, OrderItem, OrderPlaced, ProductUpserted
 
@@ -75,6 +75,7 @@ class Stray:
 
     event_id: str = "x"
     vendor_id: str = "v1"
+    occurred_at: int = 0
 
     def validate(self) -> None:
         return None
@@ -419,17 +420,17 @@ def test_prune_keeps_what_later_snapshots_need() -> None:
     full = make_state(*events)
     pruned = make_state(*events)
     before = ms("2024-03-10T00:00:00.000")
-    prune(pruned, before)  # keeps 12 months back from 2024-03: orders from 2023-04 on
-    assert "o3" in pruned.retired_orders  # before 2023-04: only its id is kept
-    assert pruned.orders["o4"].items == ()  # before 2024-01-11 (2P days back): only its month total
-    assert pruned.orders["p1"].items != ()
+    prune(pruned, before)  # keeps 12 months back from 2024-03 (from 2023-04 on), days from 2024-01-11
+    assert min(pruned.months) == 2023 * 12 + 3  # 2023-04
+    assert min(pruned.days) == ms("2024-03-01T00:00:00.000") // 86_400_000  # the first order kept
+    assert (pruned.kept_from_day, pruned.floor) == (ms("2024-01-11T00:00:00.000") // 86_400_000, before)
     assert len(dumps(pruned)) < len(dumps(full))
     for at in (before, before + 1, ms("2024-03-19T23:00:00.000"), ms("2024-05-01T00:00:00.000")):
         for period in (1, 7, 30):
             assert snapshot(pruned, at, period) == snapshot(full, at, period)
     assert pruned.products["p1"].versions == [(ms("2024-03-05T00:00:00.000"), "New", "tools", True, 10)]
     assert snapshot(pruned, before)["topProducts"][0]["name"] == "New"  # every order sold product p1
-    # The dedupe rules still hold for what was pruned, and a thinned order can still be cancelled.
+    # The history is not pruned: the dedupe rules still hold, and an order can still be cancelled.
     assert apply(pruned, placed("2024-03-19T13:00:00.000", "o3", 5)) == DUPLICATE_ORDER
     assert apply(pruned, events[0]) == DUPLICATE_EVENT
     late_cancel = cancelled("2024-03-19T14:00:00.000", "o5")
@@ -451,13 +452,15 @@ def test_repeated_strings_and_order_lines_are_held_once() -> None:
     ]
     state = make_state(*[codec.decode(codec.encode(e)) for e in events])
     for s in (state, loads(dumps(state))):
-        first, second = s.orders["o1"].items, s.orders["o2"].items
-        assert first[0] is second[0]  # the same product, quantity and price: one tuple
-        assert first[1][1] is first[0][1]  # "toys"
-        assert s.orders["o1"].customer_id is s.orders["o2"].customer_id is next(iter(s.first_order))
+        o1, o2 = (entry[4] for entry in s.timeline[19792] if entry[1] == PLACED)
+        assert o1 is not None
+        assert o2 is not None
+        assert o1.items[0] is o2.items[0]  # the same product, quantity and price: one tuple
+        assert o1.items[1][1] is o1.items[0][1]  # "toys"
+        assert o1.customer_id is o2.customer_id is next(iter(s.days[19792].customers))
         (product_id,) = [k for k in s.products if k == "p1"]
-        assert first[0][0] is product_id
-        assert all(key is product_id for _, kind, key, _ in s.timeline[19792] if kind == PRODUCT)
+        assert o1.items[0][0] is product_id
+        assert all(entry[2] is product_id for entry in s.timeline[19792] if entry[1] == PRODUCT)
 
 
 def test_prune_forgets_the_lines_and_names_only_dropped_orders_used() -> None:
@@ -465,9 +468,9 @@ def test_prune_forgets_the_lines_and_names_only_dropped_orders_used() -> None:
         placed("2024-01-02T10:00:00.000", "o1", 7, "c1", (("p9", "rare", 1, 7),)),
         placed("2024-03-09T10:00:00.000", "o2", 100, "c2", (("p1", "toys", 1, 100),)),
     )
-    prune(state, ms("2024-03-10T00:00:00.000"))  # o1 thinned to its month total
-    assert list(state.lines) == [("p1", "toys", 1, 100)]
-    assert set(state.names) == {"c1", "c2", "p1", "toys"}  # customers keep their first order
+    prune(state, ms("2024-03-10T00:00:00.000"))  # o1's day dropped (only its month total stays)
+    assert state.lines == {}  # no order is dated after the floor
+    assert set(state.names) == {"c2", "p1", "toys"}  # o2's day bucket holds these
 
 
 def test_stored_state_round_trips_deterministically() -> None:
@@ -480,7 +483,7 @@ def test_stored_state_round_trips_deterministically() -> None:
     state = make_state(*events)
     state.offsets["orders:2"] = 41
     data = dumps(state)
-    restored = loads(data)
+    restored = loads(data, state.history)  # the history is stored apart (processors.history)
     assert dumps(restored) == data
     assert restored.offsets == {"orders:2": 41}
     assert snapshot(restored, ms("2024-03-10T12:00:00.000")) == snapshot(state, ms("2024-03-10T12:00:00.000"))
@@ -488,27 +491,28 @@ def test_stored_state_round_trips_deterministically() -> None:
     twin.offsets["orders:2"] = 41
     assert dumps(twin) == data
     assert b" " not in data
-    assert orjson.loads(data)["format"] == 1
+    assert orjson.loads(data)["format"] == 2
 
 
 PINNED = (
-    b'{"cancelled":{"o2":1710039600000,"o9":1710025200000},"currency":"USD",'
-    b'"firstOrder":{"c1":1672912800000,"c2":1704448800000},"format":1,"offsets":{"orders:0":9},'
-    b'"orders":{"o1":[1710032400000,"c1",250,[["p1","toys",2,50],["p2","books",1,100],["p3","toys",1,50]]],'
-    b'"o2":[1710036000000,"c2",50,[["p1","toys",1,50]]],"thin":[1704448800000,"c2",9,[]]},'
-    b'"products":{"p1":[-3,[[1709283600000,"Kite","toys",true,10],[1710043200000,"Red kite","toys",false,5]]],'
-    b'"p4":[12,[]]},"retiredOrders":["old"],'
-    b'"seenEvents":["e01","e02","e03","e04","e05","e06","e07","e08","e09","e10"],'
-    b'"timeline":[[19792,[[1710032400000,0,"o1",0],[1710036000000,0,"o2",0],[1710039600000,1,"o2",0],'
-    b'[1710041400000,2,"p4",12],[1710043200000,2,"p1",0],[1710046800000,2,"p1",-3]]]],'
-    b'"vendorId":"v1","version":10}'
+    b'{"clocks":[1685577606000,1685577609000],"currency":"USD","days":[[19792,250,1,{"p1":[100,2],'
+    b'"p2":[100,1],"p3":[50,1]},{"books":[100,1],"toys":[150,1]},{"c1":1}]],"floor":1710028800000,'
+    b'"format":2,"keptFrom":[19733,24279],"months":[[24288,9,1],[24290,250,1]],"offsets":{"orders:0":9},'
+    b'"products":{"p1":[-3,[[1709283600000,"Kite","toys",true,10],[1710043200000,"Red kite","toys",false,'
+    b'5]]],"p4":[12,[]]},"timeline":[[19792,[[1710032400000,0,"o1",0,["o1",1710032400000,"c1",250,[["p1",'
+    b'"toys",2,50],["p2","books",1,100],["p3","toys",1,50]],null]],[1710036000000,0,"o2",0,["o2",'
+    b'1710036000000,"c2",50,[["p1","toys",1,50]],1710039600000]],[1710039600000,1,"o2",0,["o2",'
+    b'1710036000000,"c2",50,[["p1","toys",1,50]],1710039600000]],[1710041400000,2,"p4",12,null],'
+    b'[1710043200000,2,"p1",0,null],[1710046800000,2,"p1",-3,null]]]],"vendorId":"v1","version":10}'
 )
-"""A checkpoint as format 1 writes it. Stored checkpoints are read back by later versions of the code, so
+"""A checkpoint as format 2 writes it. Stored checkpoints are read back by later versions of the code, so
 a change to the in-memory layout must leave these bytes as they are (or bump FORMAT)."""
 
 
 def test_stored_state_bytes_do_not_change() -> None:
-    state = make_state(
+    state = new_state("v1")
+    stamps = iter(range(1_685_577_600_000, 1_685_577_600_000 + 10_000, 1000))  # from 2023-06-01
+    for e in (
         placed("2023-01-05T10:00:00.000", "old", 7, items=(("p1", "toys", 1, 7),), event_id="e01"),
         placed("2024-01-05T10:00:00.000", "thin", 9, "c2", (("p2", "books", 3, 3),), event_id="e02"),
         ProductUpserted("e03", ms("2024-03-01T09:00:00.000"), "v1", "p1", "Kite", "toys", True, 10),
@@ -525,19 +529,20 @@ def test_stored_state_bytes_do_not_change() -> None:
         ProductUpserted("e08", ms("2024-03-10T04:00:00.000"), "v1", "p1", "Red kite", "toys", False, 5),
         InventoryAdjusted("e09", ms("2024-03-10T05:00:00.000"), "v1", "p1", -3),
         InventoryAdjusted("e10", ms("2024-03-10T03:30:00.000"), "v1", "p4", 12, "opening"),
-    )
+    ):
+        assert apply(state, e, next(stamps)).status is Status.APPLIED
     state.offsets["orders:0"] = 9
-    prune(state, ms("2024-03-10T00:00:00.000"))  # "old" retired, "thin" thinned
+    prune(state, ms("2024-03-10T00:00:00.000"))  # "old" and "thin" only in their months
     assert dumps(state) == PINNED
-    assert dumps(loads(PINNED)) == PINNED
+    assert dumps(loads(PINNED, state.history)) == PINNED
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
     [
         (b"not json", "not a vendorpulse state"),
-        (b'{"format": 2}', "has format 2, this code reads 1"),
-        (b'{"format": 1, "vendorId": "v1"}', "malformed"),
+        (b'{"format": 1}', "has format 1, this code reads 2"),
+        (b'{"format": 2, "vendorId": "v1"}', "malformed"),
     ],
 )
 def test_loads_refuses_what_is_not_a_stored_state(data: bytes, message: str) -> None:

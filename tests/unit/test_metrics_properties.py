@@ -8,16 +8,18 @@ timestamps on the last and first millisecond of UTC days, invalid events, other 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from typing import Any
 
+import hypothesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processors.metrics import apply, prune, snapshot
+from processors.metrics import DUPLICATE_ORDER, Outcome, Status, apply, prune, snapshot
 from processors.state import DAY_MS, State, dumps, loads, new_state
 from schemas.events import Event, InventoryAdjusted, OrderCancelled, OrderItem, OrderPlaced, ProductUpserted
-from tests.unit.reference import reference_snapshot
+from tests.unit.reference import Read, read_log, reference_snapshot
 
 settings.register_profile(
     "metrics-properties", deadline=None, max_examples=250, suppress_health_check=[HealthCheck.too_slow]
@@ -134,22 +136,24 @@ def probes(events: list[Event]) -> st.SearchStrategy[list[tuple[int, int]]]:
     return st.lists(st.tuples(as_of(events), st.sampled_from(PERIODS)), min_size=1, max_size=4)
 
 
-def fold(events: list[Event], state: State | None = None) -> State:
+def fold(events: list[Event], state: State | None = None, stamps: list[int] | None = None) -> State:
     state = state if state is not None else new_state(VENDOR)
-    for e in events:
-        apply(state, e)
+    for i, e in enumerate(events):
+        apply(state, e, stamps[i] if stamps is not None else -1)
     return state
 
 
+def restored(state: State) -> State:
+    """The state as a restart gives it back: the live part from its bytes, the history as stored."""
+    return loads(dumps(state), copy.deepcopy(state.history), state.lateness_ms // DAY_MS)
+
+
 def assert_consistent(state: State) -> None:
-    """What the fold keeps up to date by hand equals what loads rebuilds from the stored facts."""
-    rebuilt = loads(dumps(state))
-    assert (rebuilt.days, rebuilt.months, rebuilt.product_counts) == (
-        state.days,
-        state.months,
-        state.product_counts,
-    )
-    assert (rebuilt.timeline, rebuilt.timeline_days) == (state.timeline, state.timeline_days)
+    """What the fold keeps up to date by hand equals what loads rebuilds."""
+    rebuilt = restored(state)
+    assert dumps(rebuilt) == dumps(state)
+    assert rebuilt.product_counts == state.product_counts
+    assert rebuilt.pinned.keys() == state.pinned.keys()
 
 
 @PROFILE
@@ -179,15 +183,15 @@ def test_stored_state_round_trips(data: st.DataObject) -> None:
     state.offsets = {"orders:3": split, "inventory:3": 7}
     for t, p in data.draw(probes(events)):
         snapshot(state, t, p)  # leaves window sums, which are not stored
-    restored = loads(dumps(state))
-    assert dumps(restored) == dumps(state)
-    assert restored.offsets == {"orders:3": split, "inventory:3": 7}
+    again = restored(state)
+    assert dumps(again) == dumps(state)
+    assert again.offsets == {"orders:3": split, "inventory:3": 7}
     fold(events[split:], state)
-    fold(events[split:], restored)
-    assert dumps(restored) == dumps(state)
+    fold(events[split:], again)
+    assert dumps(again) == dumps(state)
     assert_consistent(state)
     for t, p in data.draw(probes(events)):
-        assert snapshot(restored, t, p) == snapshot(state, t, p) == reference_snapshot(events, VENDOR, t, p)
+        assert snapshot(again, t, p) == snapshot(state, t, p) == reference_snapshot(events, VENDOR, t, p)
 
 
 @PROFILE
@@ -205,7 +209,7 @@ def test_prune_keeps_snapshots_as_of_before_and_later(data: st.DataObject) -> No
     state = fold(events[:split])
     prune(state, before, period_days=30)
     if data.draw(st.booleans()):
-        state = loads(dumps(state))
+        state = restored(state)
     fold(events[split:], state)  # events keep coming after a prune, dated before it or not
     assert_consistent(state)
     later = weighted((1, st.just(0)), (2, st.integers(0, 2 * DAY_MS)), (1, st.integers(0, 90 * DAY_MS)))
@@ -214,3 +218,120 @@ def test_prune_keeps_snapshots_as_of_before_and_later(data: st.DataObject) -> No
         expected = reference_snapshot(events, VENDOR, t, p)
         assert snapshot(state, t, p) == expected
         assert snapshot(unpruned, t, p) == expected
+
+
+# --- the lateness horizon (contract §4.1) -------------------------------------------------------------
+
+LATENESS = st.sampled_from([1, 2, 5, 30, 400])
+VERDICTS = {
+    "applied": "accepted",
+    "too_late": "too late",
+    "rejected": "refused",
+}
+
+
+def stamps_for(events: list[Event]) -> st.SearchStrategy[list[int]]:
+    """Record timestamps: mostly just after occurred_at (a live producer), some hours or days later (a
+    lagging one), some anywhere (out of order), some missing (-1)."""
+    one = [
+        weighted(
+            (6, st.integers(0, 6 * HOUR_MS).map(lambda d, at=e.occurred_at: at + d)),
+            (2, st.integers(0, 40).map(lambda n, at=e.occurred_at: at + n * DAY_MS)),
+            (1, when),
+            (1, st.just(-1)),
+        )
+        for e in events
+    ]
+    return st.tuples(*one).map(list)
+
+
+@st.composite
+def aging_logs(draw: st.DrawFn) -> list[Event]:
+    """A log in roughly occurred_at order over ~70 days, with order ids and event ids reused across it,
+    so that what an earlier event left lies behind the horizon when the later one is read."""
+    events = draw(logs())
+    events.sort(key=lambda e: e.occurred_at + draw(st.sampled_from([0, 0, 0, DAY_MS, -DAY_MS])))
+    return events
+
+
+def horizon_cases(read: list[Read]) -> set[str]:
+    """Labels of the §4.1 cases a log exercises (hypothesis statistics: pytest --hypothesis-show-statistics)."""
+    cases = set()
+    for j, r in enumerate(read):
+        e = r.event
+        if r.verdict == "too late":
+            cases.add("too late")
+        if r.ts < 0:
+            cases.add("record without a timestamp")
+        earlier = [x for x in read[:j] if x.verdict in ("accepted", "second")]
+        if r.verdict == "accepted" and any(x.event.event_id == e.event_id for x in earlier):
+            cases.add("event id new again after the horizon")
+        if r.verdict == "accepted" and isinstance(e, OrderPlaced):
+            before = [x.event for x in earlier if isinstance(x.event, OrderPlaced)]
+            if any(p.order_id == e.order_id for p in before):
+                cases.add("order id placed again after the horizon")
+            waiting = [
+                x.event for x in read[:j] if x.verdict == "accepted" and isinstance(x.event, OrderCancelled)
+                and x.event.order_id == e.order_id
+            ]  # fmt: skip
+            if any(c.occurred_at < r.horizon for c in waiting):
+                cases.add("a cancellation of the id lies behind the horizon at a placement")
+    return cases
+
+
+def verdict(outcome: Outcome) -> str:
+    if outcome == DUPLICATE_ORDER:
+        return "second"
+    if outcome.status is Status.DUPLICATE:
+        return "duplicate"
+    return VERDICTS[outcome.status.value]
+
+
+@PROFILE
+@given(st.data())
+def test_horizon_fold_matches_reference(data: st.DataObject) -> None:
+    events = data.draw(weighted((1, logs()), (1, aging_logs())))
+    stamps = data.draw(stamps_for(events))
+    lateness = data.draw(LATENESS)
+    asked = data.draw(probes(events))
+    read = read_log(events, VENDOR, stamps, lateness)
+    expected = [r.verdict for r in read]
+    for case in horizon_cases(read):
+        hypothesis.event(case)
+    state = new_state(VENDOR, lateness_days=lateness)
+    got = [verdict(apply(state, e, ts)) for e, ts in zip(events, stamps, strict=True)]
+    assert got == expected
+    assert_consistent(state)
+    for t, p in asked:
+        assert snapshot(state, t, p) == reference_snapshot(events, VENDOR, t, p, stamps, lateness)
+
+
+@PROFILE
+@given(st.data())
+def test_horizon_with_a_floor_restarts_and_prunes(data: st.DataObject) -> None:
+    """As the worker runs it: a floor that rises as the log is read, restarts from the stored bytes, a
+    prune part way; snapshots as of the last floor or later are the reference's."""
+    events = data.draw(aging_logs())
+    stamps = data.draw(stamps_for(events))
+    lateness = data.draw(LATENESS)
+    floors = sorted(data.draw(st.lists(when, min_size=1, max_size=3)))
+    cuts = sorted(
+        data.draw(st.lists(st.integers(0, len(events)), min_size=len(floors), max_size=len(floors)))
+    )
+    state = new_state(VENDOR, lateness_days=lateness)
+    done = 0
+    for cut, floor in zip(cuts, floors, strict=True):
+        fold(events[done:cut], state, stamps[done:cut])
+        done = cut
+        if data.draw(st.booleans()):
+            prune(state, floor, period_days=30)
+        else:
+            state.floor = max(state.floor, floor)
+        if data.draw(st.booleans()):
+            state = restored(state)
+    fold(events[done:], state, stamps[done:])
+    assert_consistent(state)
+    later = weighted((1, st.just(0)), (2, st.integers(0, 2 * DAY_MS)), (1, st.integers(0, 90 * DAY_MS)))
+    for _ in range(3):
+        t, p = state.floor + data.draw(later), data.draw(st.sampled_from(PERIODS))
+        assert snapshot(state, t, p) == reference_snapshot(events, VENDOR, t, p, stamps, lateness)
