@@ -42,6 +42,19 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def _settings_error(exc: Exception) -> typer.Exit:
+    """A setting out of range (pydantic's ValidationError): one line per setting, naming its variable."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        raise exc
+    for error in exc.errors():
+        name = "VENDORPULSE_" + "_".join(str(part) for part in error["loc"]).upper()
+        message = str(error["msg"]).removeprefix("Value error, ")
+        typer.secho(f"error: {name}: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=2)
+
+
 @kafka_app.command("start")
 def kafka_start(nodes: Nodes = 1, port: Port = 9092, state_dir: StateDir = None) -> None:
     """Start the local cluster (idempotent) and print its bootstrap address."""
@@ -190,7 +203,11 @@ def worker(
     from processors.settings import worker_settings
 
     try:
-        run_worker(worker_settings(), loglevel)
+        settings = worker_settings()
+    except ValueError as exc:  # pydantic's ValidationError: a setting out of range
+        raise _settings_error(exc) from exc
+    try:
+        run_worker(settings, loglevel)
     except InfraError as exc:
         raise _fail(exc) from exc
 
@@ -315,7 +332,10 @@ def replay(
     from infra.settings import kafka_settings
     from processors.exceptions import ReplayError
 
-    settings = kafka_settings()
+    try:
+        settings = kafka_settings()
+    except ValueError as exc:  # pydantic's ValidationError: a setting out of range
+        raise _settings_error(exc) from exc
     vendor_list = [v for v in (vendors or "").split(",") if v] or None
     try:
         if files:

@@ -6,7 +6,7 @@ import time, so tests can set the environment first.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.kafka import DEFAULT_PORT
@@ -22,8 +22,20 @@ class KafkaSettings(BaseSettings):
     )
     topic_prefix: str = ""
     period_days: int = Field(default=30, ge=1, le=366)
+    lateness_days: int = Field(
+        default=400, description="L of contract §4.1: events dated more than L days before the clock are late"
+    )
     partitions: int = Field(default=6, ge=1, description="partitions of topics created at start")
     env: str = "prod"
+
+    @field_validator("lateness_days")
+    @classmethod
+    def _lateness_in_range(cls, days: int) -> int:
+        if not 1 <= days <= 3660:
+            raise ValueError(
+                f"VENDORPULSE_LATENESS_DAYS must be from 1 to 3660 days (contract §4.1), got {days}"
+            )
+        return days
 
     @property
     def bootstrap(self) -> str:

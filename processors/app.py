@@ -30,26 +30,25 @@ import shutil
 import signal
 import sys
 import time
-import weakref
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, cast
 
 import faust
-from faust.streams import _current_event
 from faust.transport.consumer import Consumer
 from faust.types import TP, EventT
 
 from infra.logs import limit_repeated_logs
-from infra.topics import Topics, broker_count, ensure_topics, partition_for
+from infra.topics import Topics, broker_count, ensure_topics
 from processors.changelog import (
+    Get,
     VendorLog,
+    decode_directory,
     decode_watermark,
+    directory_key,
+    encode_directory,
     encode_watermark,
-    is_chunk_key,
-    is_vendor_key,
     restore,
-    split_key,
     watermark_key,
 )
 from processors.consumer import DirectDrainConsumer, use_direct_drain
@@ -65,6 +64,9 @@ STALL_AFTER_S = 3.0
 RECOVERY_CHECK_S = 5.0
 RECOVERY_STALL_S = 45.0
 """A rebalance whose table recovery has not moved for this long restarts the worker (watch_recovery)."""
+TABLE = "vendor-state-v2"
+"""The table (and its changelog topic's) name; the version is that of the table layout
+(processors/changelog.py): a worker of a new layout starts a new table and folds the input again."""
 MIB = 1024 * 1024
 ROCKSDB_OPTIONS = {
     "write_buffer_size": 8 * MIB,
@@ -108,59 +110,47 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
     if settings.direct_drain:
         use_direct_drain(app)
     source = app.topic(topics.orders, topics.inventory, key_type=bytes, value_type=bytes)
-    table = app.Table(
-        "vendor-state", partitions=partitions, key_type=bytes, value_type=bytes, options=ROCKSDB_OPTIONS
-    )
+    table = app.Table(TABLE, partitions=partitions, key_type=bytes, value_type=bytes, options=ROCKSDB_OPTIONS)
     codec = FastavroCodec()
-    index: dict[str, tuple[int, list[bytes]]] | None = None
+    directories: dict[int, set[str]] = {}  # partition -> vendors stored in it (read once per rebalance)
 
-    def vendor_index() -> dict[str, tuple[int, list[bytes]]]:
-        """vendor -> (partition, table keys), from one scan of the table after a rebalance."""
-        nonlocal index
-        if index is None:
-            index = {}
-            for key in table:
-                if not is_vendor_key(key):
-                    continue
-                vendor_id, _ = split_key(key)
-                entry = index.get(vendor_id)
-                if entry is None:
-                    entry = index[vendor_id] = (partition_for(vendor_id.encode(), partitions), [])
-                entry[1].append(key)
-        return index
+    def getter(partition: int) -> Get:
+        """Reads of one table partition, straight from its store (no Faust event context involved)."""
+        store: Any = table.data
+        if hasattr(store, "_db_for_partition"):  # RocksDB: one database per partition
+            get: Get = store._db_for_partition(partition).get
+            return get
+        return cast(Get, store.data.get)  # the memory store: one dict
 
-    def read(key: bytes) -> bytes | None:
-        """A table value, wherever it is: with an event in context, Faust's RocksDB store looks only in
-        that event's partition, which need not be the key's."""
-        token = _current_event.set(None)
-        try:
-            value: bytes | None = table.data.get(key)
-            return value
-        finally:
-            _current_event.reset(token)
+    def write(partition: int, writes: list[tuple[bytes, bytes | None]]) -> None:
+        """Apply writes to one table partition in one step (a RocksDB write batch)."""
+        store: Any = table.data
+        if hasattr(store, "_db_for_partition"):
+            import rocksdict  # the rocksdb extra: only where the store is RocksDB
+
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for key, value in writes:
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+            store._db_for_partition(partition).write(batch)
+            return
+        for key, value in writes:
+            if value is None:
+                store.data.pop(key, None)
+            else:
+                store.data[key] = value
+            store._key_partition[key] = partition
+
+    def directory(partition: int) -> set[str]:
+        vendors = directories.get(partition)
+        if vendors is None:
+            vendors = directories[partition] = decode_directory(getter(partition)(directory_key(partition)))
+        return vendors
 
     def load(vendor_id: str, partition: int) -> VendorLog:
-        keys = vendor_index().get(vendor_id, (partition, []))[1]
-        checkpoint = None
-        tails: list[bytes] = []
-        tail_keys: list[bytes] = []
-        chunks: dict[bytes, bytes] = {}
-        for key in keys:
-            value = read(key)
-            if value is None:
-                continue
-            if is_chunk_key(key):
-                chunks[key] = value
-            elif split_key(key)[1] is None:
-                checkpoint = value
-            else:
-                tails.append(value)
-                tail_keys.append(key)
-        state = restore(vendor_id, checkpoint, tails, codec, chunks)
-        return VendorLog(
-            state, partition, checkpoint_bytes=len(checkpoint or b"") + sum(map(len, chunks.values())),
-            tail_bytes=sum(map(len, tails)), tail_keys=tail_keys, chunk_keys=list(chunks),
-        )  # fmt: skip
+        return restore(vendor_id, partition, getter(partition), codec, settings.lateness_days)
 
     folder = Folder(
         codec,
@@ -223,6 +213,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
                 continue  # read during a rebalance: not acked, so read again once it completes
             generation, epoch = app.consumer_generation_id, revocations
             now = time.monotonic()
+            folder.floor = int(time.time() * 1000)  # every snapshot from now on is as of a later instant
             records: list[Record] = []
             taken: list[EventT[Any]] = []  # acked once stored: folded, or contained in stored state
             last_of: dict[int, EventT[Any]] = {}  # partition -> its last folded event
@@ -246,9 +237,11 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
                         "no record of %s below offset %s: the gap was read again and is real",
                         message.tp, message.offset,
                     )  # fmt: skip
+                stamp = message.timestamp  # seconds, from the record's ms (-1: none)
                 records += folder.handle(
-                    message.topic, message.partition, message.offset, message.key, message.value
-                )
+                    message.topic, message.partition, message.offset, message.key, message.value,
+                    -1 if stamp is None else round(stamp * 1000),
+                )  # fmt: skip
                 last_of[message.partition] = event
             if seeks and still_current(generation, epoch):
                 await seek_back(seeks)
@@ -305,20 +298,14 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         delivers them before the next owner restores.
         """
         written: list[tuple[int, list[tuple[bytes, bytes | None]]]] = []
-        for partition, last in last_of.items():
-            writes = [
-                *folder.flush(partition),
-                (watermark_key(partition), encode_watermark(mark_of(partition))),
-            ]
-            token = _current_event.set(weakref.ref(last))  # Faust's store writes to the event's partition
-            try:
-                for key, value in writes:
-                    if value is None:
-                        table.data.pop(key, None)
-                    else:
-                        table.data[key] = value
-            finally:
-                _current_event.reset(token)
+        for partition in last_of:
+            writes = folder.flush(partition)
+            vendors = directory(partition)
+            if not vendors.issuperset(folder.flushed):
+                vendors.update(folder.flushed)
+                writes.append((directory_key(partition), encode_directory(vendors)))
+            writes.append((watermark_key(partition), encode_watermark(mark_of(partition))))
+            write(partition, writes)
             written.append((partition, writes))
         return [
             await app.producer.send(changelog_topic, key, value, partition, None, None)
@@ -355,7 +342,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
     changelog_topic = table.changelog_topic.get_topic_name()
 
     def watermark(partition: int) -> dict[str, int]:
-        return decode_watermark(read(watermark_key(partition)))
+        return decode_watermark(getter(partition)(watermark_key(partition)))
 
     async def rewind_to_watermarks() -> None:
         """Commit each assigned input partition's stored watermark as the group's offset.
@@ -485,17 +472,17 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
 
     def every_vendor() -> list[tuple[str, int]]:
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.orders}
-        found = {v: p for v, (p, _) in vendor_index().items()}
+        found = {v: p for p in assigned for v in directory(p)}
         found.update({v: log.partition for v, log in folder.vendors.items()})
         return [(v, p) for v, p in found.items() if p in assigned]
 
     def drop_memory(partitions: set[int] | None = None) -> None:
-        """Forget in-memory vendor states (of `partitions`, or all) and the table index: the next
-        event of a forgotten vendor loads it from the table, through an index scanned afresh (the
-        cached one does not know the tail keys written since it was built)."""
-        nonlocal index
+        """Forget in-memory vendor states (of `partitions`, or all) and the vendor directories: the next
+        event of a forgotten vendor loads it from the table, which after a rebalance is the truth."""
         folder.forget(partitions)
-        index = None
+        for partition in list(directories):
+            if partitions is None or partition in partitions:
+                del directories[partition]
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types async receivers too narrowly
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:

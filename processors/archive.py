@@ -14,10 +14,13 @@ counted by its DLQ code and written, bytes and all, to `<dir>/skipped.jsonl`: no
 silently. Import publishes each file's events in file order, keyed by vendor_id, to the topic of their
 type; re-importing is harmless (the fold ignores repeated event_ids).
 
-Why per-type files lose nothing: within a vendor, the figures of contract §4 depend on the order of
-events of one type only (first OrderPlaced of an order_id and the vendor's currency, last
-ProductUpserted, duplicates of an event_id, ids being unique across types); cancellations, stock sums
-and first-order dates do not depend on order. So a file keeps exactly the order that matters.
+Where each record came from. Besides the event's fields, every record carries `kafka_timestamp` (the
+input record's Kafka timestamp, null when it had none), `kafka_partition` and `kafka_offset`. The
+lateness horizon (contract §4.1) makes both matter: the timestamps move the vendors' clocks, and the
+order of a topic's records (placements and cancellations, whose meeting depends on which is read first)
+is their partition's offset order. Import and replay from files merge a topic's files back into that
+order and give each record its timestamp again, so files replay as the topics do. (Archives written
+before these columns existed read with no timestamp and in file order.)
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from processors.replay import (
     quiet_gc,
     read,
 )
-from schemas.codec import Codec, FastavroCodec, SchemaVersion, fingerprint, strip_logical_types
+from schemas.codec import Codec, FastavroCodec, SchemaVersion, strip_logical_types
 from schemas.events import (
     EVENT_TYPES,
     NAMESPACE,
@@ -71,6 +74,16 @@ from schemas.events import (
 from schemas.exceptions import CodecError
 
 SUFFIX = ".avro"
+POSITION_FIELDS: list[dict[str, Any]] = [
+    {
+        "name": "kafka_timestamp",
+        "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}],
+        "default": None,
+    },
+    {"name": "kafka_partition", "type": "int", "default": -1},
+    {"name": "kafka_offset", "type": "long", "default": -1},
+]
+"""Appended to each event schema in an archive: where the record was in the log (module docstring)."""
 SKIPPED = "skipped.jsonl"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 DATETIME_MS = range(
@@ -86,6 +99,22 @@ TOPIC_KINDS: dict[str, tuple[type[Event], ...]] = {
 
 def reader_version(codec: Codec, event_type: type[Event]) -> SchemaVersion:
     return codec.schemas.latest(f"{NAMESPACE}.{event_type.NAME}")
+
+
+def with_positions(schema: dict[str, Any]) -> dict[str, Any]:
+    """An event schema with the archive's position fields appended."""
+    return {**schema, "fields": [*schema["fields"], *POSITION_FIELDS]}
+
+
+@dataclass(frozen=True, slots=True)
+class Archived:
+    """An archived event and where its record was: Kafka timestamp (-1: none), partition, offset (-1:
+    an archive without positions)."""
+
+    event: Event
+    ts: int
+    partition: int
+    offset: int
 
 
 # --- export ----------------------------------------------------------------------------------------------
@@ -157,7 +186,7 @@ class ArchiveWriter:
         for t, path in self.targets.items():
             topic = topics.orders if t in ORDER_EVENTS else topics.inventory
             meta = {**(metadata or {}), "vendorpulse.topic": topic}
-            schema = reader_version(self.codec, t).schema
+            schema = with_positions(reader_version(self.codec, t).schema)
             self._writers[t] = Writer(self._open(path), schema, codec=codec_name, metadata=meta)
         self._skipped = self._open(self.skipped_path)
 
@@ -187,7 +216,15 @@ class ArchiveWriter:
         if event.vendor_id != vendor_id:
             message = f"keyed {vendor_id!r}, but the event's vendor_id is {event.vendor_id!r}"
             return Refusal(KEY_MISMATCH, "InvalidEvent", message)
-        self._writers[type(event)].write(event.to_record())
+        record_ts = record.timestamp
+        self._writers[type(event)].write(
+            {
+                **event.to_record(),
+                "kafka_timestamp": record_ts if record_ts >= 0 else None,
+                "kafka_partition": record.partition,
+                "kafka_offset": record.offset,
+            }
+        )
         self.written[type(event)] += 1
         if event.occurred_at not in DATETIME_MS:
             self.odd_times += 1
@@ -341,14 +378,27 @@ def archive_files(paths: Iterable[str | Path]) -> list[Path]:
 
 def read_archive(
     paths: Iterable[str | Path], problems: ArchiveProblems, codec: Codec | None = None
-) -> Iterator[Event]:
+) -> Iterator[Archived]:
     """The events of OCF files, file after file, each in file order; what cannot be read is noted."""
     codec = codec or FastavroCodec()
     for path in archive_files(paths):
         yield from _read_file(path, codec, problems)
 
 
-def _read_file(path: Path, codec: Codec, problems: ArchiveProblems) -> Iterator[Event]:
+def in_log_order(archived: Iterable[Archived]) -> list[Archived]:
+    """The events back in the order of their topics' partitions: per topic, by (partition, offset); the
+    two topics one after the other (their relative order is not defined, contract §4.1)."""
+    by_topic: dict[bool, list[Archived]] = {True: [], False: []}
+    for a in archived:
+        by_topic[isinstance(a.event, ORDER_EVENTS)].append(a)
+    return [a for topic in (True, False) for a in sorted(by_topic[topic], key=_position)]
+
+
+def _position(a: Archived) -> tuple[int, int]:
+    return a.partition, a.offset
+
+
+def _read_file(path: Path, codec: Codec, problems: ArchiveProblems) -> Iterator[Archived]:
     """Blocks decoded with the writer schema stripped of logical types: times stay epoch-ms ints, as the
     fold wants them, and a time outside datetime's years 1-9999 (valid Avro) reads like any other."""
     with path.open("rb") as fo:
@@ -366,7 +416,7 @@ def _read_file(path: Path, codec: Codec, problems: ArchiveProblems) -> Iterator[
                 problems.incomplete.append(str(path))
             current = reader_version(codec, event_type)
             writer = parse_schema(strip_logical_types(written))
-            reader = None if fingerprint(written) == current.fingerprint else parse_schema(current.plain)
+            reader = parse_schema(with_positions(current.plain))
         except Exception as exc:  # fastavro raises many kinds for a file that is not an OCF
             problems.note("unreadable_file", f"{path}: {type(exc).__name__}: {exc}")
             return
@@ -375,9 +425,15 @@ def _read_file(path: Path, codec: Codec, problems: ArchiveProblems) -> Iterator[
             for block in blocks:
                 data = block.bytes_  # type: ignore[attr-defined]  # the decompressed block (a BytesIO); the stub omits it
                 for _ in range(block.num_records):
-                    record = schemaless_reader(data, writer, reader)
+                    record: Any = schemaless_reader(data, writer, reader)
                     try:
-                        yield event_type.from_record(record)  # type: ignore[arg-type]  # a record reads a dict
+                        stamp = record["kafka_timestamp"]
+                        yield Archived(
+                            event_type.from_record(record),
+                            -1 if stamp is None else stamp,
+                            record["kafka_partition"],
+                            record["kafka_offset"],
+                        )
                     except (KeyError, TypeError, ValueError) as exc:
                         problems.note("bad_record", f"{path}: record {index}: {type(exc).__name__}: {exc}")
                     index += 1
@@ -441,14 +497,18 @@ def run_import(settings: KafkaSettings, paths: Sequence[str | Path], progress: b
         try:
             pending: list[asyncio.Future[Any]] = []
             with meter("import", None, progress) as m:
-                for event in read_archive(files, problems, codec):
+                for archived in in_log_order(read_archive(files, problems, codec)):
+                    event = archived.event
                     try:
                         value = codec.encode(event)
                     except CodecError as exc:
                         problems.note(exc.code, f"{type(event).__name__} {event.event_id!r}: {exc}")
                         continue
                     topic = topics.orders if isinstance(event, ORDER_EVENTS) else topics.inventory
-                    pending.append(await producer.send(topic, value, key=event.vendor_id.encode()))
+                    stamp = archived.ts if archived.ts >= 0 else None  # None: the producer's clock
+                    pending.append(
+                        await producer.send(topic, value, key=event.vendor_id.encode(), timestamp_ms=stamp)
+                    )
                     sent[topic] += 1
                     if len(pending) >= 5000:
                         await asyncio.gather(*pending)
@@ -485,7 +545,7 @@ def run_replay_files(
     """`run_replay` over exported files instead of Kafka: the same fold, the same summary.
 
     The snapshots equal a Kafka replay of the exported range (export keeps only what the worker
-    would fold, in the order that matters). `as_of_ms` defaults to now.
+    would fold, with its timestamps and log order). `as_of_ms` defaults to now.
     """
     started = time.monotonic()
     if as_of_ms is None:
@@ -493,13 +553,13 @@ def run_replay_files(
     if publish_topic is not None:
         check_publish_topic(settings, publish_topic)
     files = archive_files(paths)
-    fold = ReplayFold(FastavroCodec(), vendors)
+    fold = ReplayFold(FastavroCodec(), vendors, settings.lateness_days, as_of_ms)
     problems = ArchiveProblems()
     began = time.monotonic()
     with meter("replay", None, progress) as m, quiet_gc():
-        batch: list[Event] = []
-        for event in read_archive(files, problems, fold.codec):
-            batch.append(event)
+        batch: list[tuple[Event, int]] = []
+        for archived in in_log_order(read_archive(files, problems, fold.codec)):
+            batch.append((archived.event, archived.ts))
             if len(batch) == 5000:
                 fold.feed_events(batch)
                 m.advance(len(batch), len(batch))

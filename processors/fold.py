@@ -14,17 +14,20 @@ the same three, so they cannot disagree with the worker on what counts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
 
 from processors.changelog import VendorLog
-from processors.metrics import Outcome, Status, apply, iso_millis, prune, snapshot
-from processors.state import DAY_MS
+from processors.metrics import Outcome, Status, apply, iso_millis, observe, prune, snapshot
+from processors.state import DAY_MS, NO_FLOOR
 from schemas.codec import Codec
 from schemas.events import ORDER_EVENTS, Event, OrderPlaced
 from schemas.exceptions import CodecError
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,9 @@ class Refusal:
     message: str
 
 
-BAD_KEY = Refusal("bad_key", "KeyError", "the message key must be the vendor_id in UTF-8")
+BAD_KEY = Refusal(
+    "bad_key", "KeyError", "the message key must be the vendor_id in UTF-8, without control characters"
+)
 NO_VALUE = Refusal("no_value", "ValueError", "the message has no value")
 
 
@@ -59,7 +64,10 @@ def vendor_of(key: bytes | None) -> str | None:
         vendor_id = key.decode()
     except UnicodeDecodeError:
         return None
-    return vendor_id if "\x00" not in vendor_id else None
+    # The table's keys put control characters after the vendor id (processors.changelog).
+    if vendor_id.isprintable() or not _CONTROL.search(vendor_id):  # isprintable: the fast common case
+        return vendor_id
+    return None
 
 
 def read_event(codec: Codec, value: bytes | None, on_orders_topic: bool) -> Event | Refusal:
@@ -77,7 +85,10 @@ def read_event(codec: Codec, value: bytes | None, on_orders_topic: bool) -> Even
 
 
 def rejection(outcome: Outcome) -> Refusal:
-    """The refusal of an event `apply` rejected (schema-valid, but breaking a rule of contract §4)."""
+    """The refusal of an event `apply` refused: schema-valid, but breaking a rule of contract §4, or
+    dated before the lateness horizon (§4.1)."""
+    if outcome.status is Status.TOO_LATE:
+        return Refusal("too_late", "TooLate", outcome.reason or "")
     return Refusal("invalid_event", "InvalidEvent", outcome.reason or "")
 
 
@@ -136,6 +147,10 @@ class Folder:
         self.last_emit: dict[str, int] = {}
         self.stats = FoldStats()
         self.current_day: int | None = None
+        self.flushed: set[str] = set()
+        """The vendors the last `flush` wrote."""
+        self.floor = NO_FLOOR
+        """No snapshot asks for an instant before this (the wall clock when the batch began)."""
 
     # -- state -------------------------------------------------------------------------------------
     def vendor(self, vendor_id: str, partition: int) -> VendorLog:
@@ -161,14 +176,17 @@ class Folder:
 
     # -- input -------------------------------------------------------------------------------------
     def handle(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, ts: int = -1
     ) -> list[Record]:
+        """Fold one input record (`ts` its Kafka timestamp in ms, < 0 for none); the records to produce."""
         self.stats.consumed += 1
         vendor_id = vendor_of(key)
         if vendor_id is None:
             return [self._dead(topic, partition, offset, key, value, BAD_KEY)]
         log = self.vendor(vendor_id, partition)
         state = log.state
+        if state.floor < self.floor:
+            state.floor = self.floor
         source = f"{topic}:{partition}"
         if offset <= state.offsets.get(source, -1):
             self.stats.redelivered += 1
@@ -176,19 +194,23 @@ class Folder:
         state.offsets[source] = offset
         log.offsets_dirty = True
         self.dirty_by_partition.setdefault(partition, set()).add(vendor_id)
-        event = read_event(self.codec, value, topic == self.orders_topic)
+        on_orders = topic == self.orders_topic
+        event = read_event(self.codec, value, on_orders)
         if isinstance(event, Refusal):
+            if event.code == "wrong_topic":
+                observe(state, on_orders, ts)  # it decoded to an event: its topic's clock moves
             return [self._dead(topic, partition, offset, key, value, event)]
         assert value is not None  # read_event refuses a record without one
-        version = state.version
-        outcome = apply(state, event)
+        outcome = apply(state, event, ts)
         if outcome.status is Status.APPLIED:
             self.stats.applied += 1
-            log.accepted(value, version)
+            log.applied(value, event)
             self.snapshot_due.add(vendor_id)
             return [self._activity(event, state.version)] if isinstance(event, OrderPlaced) else []
         if outcome.status is Status.DUPLICATE:
             self.stats.duplicates += 1
+            if outcome.changed:  # a second placement: its event_id is seen
+                log.applied(value, event)
             return []
         return [self._dead(topic, partition, offset, key, value, rejection(outcome))]
 
@@ -221,7 +243,8 @@ class Folder:
     def flush(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         """Table writes that persist every changed vendor of `partition` (checkpoint or tail)."""
         writes: list[tuple[bytes, bytes | None]] = []
-        for vendor_id in self.dirty_by_partition.pop(partition, ()):
+        self.flushed = self.dirty_by_partition.pop(partition, set())
+        for vendor_id in self.flushed:
             log = self.vendors.get(vendor_id)
             if log is not None:
                 writes += log.flush(force_checkpoint=log.force_checkpoint)

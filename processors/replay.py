@@ -68,8 +68,8 @@ from infra.settings import KafkaSettings
 from infra.topics import Topics, broker_count
 from processors.exceptions import ReplayError
 from processors.fold import BAD_KEY, Refusal, read_event, rejection, vendor_of
-from processors.metrics import Status, apply, snapshot
-from processors.state import State, new_state
+from processors.metrics import Status, apply, observe, snapshot
+from processors.state import DEFAULT_LATENESS_DAYS, NO_FLOOR, State, new_state
 from schemas.codec import Codec, FastavroCodec
 from schemas.events import Event
 
@@ -92,6 +92,8 @@ class InputRecord(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +135,19 @@ class FoldCounts:
 
 
 class ReplayFold:
-    """Per-vendor states folded from input records with the live worker's acceptance rules; no I/O."""
+    """Per-vendor states folded from input records with the live worker's acceptance rules; no I/O.
 
-    def __init__(self, codec: Codec, vendors: Collection[str] | None = None) -> None:
+    `lateness_days` is the worker's L (contract §4.1), so the same records with the same timestamps
+    give the same verdicts. `floor` is the earliest as-of instant the snapshots will be asked for: the
+    states keep no timeline before it (processors.state)."""
+
+    def __init__(
+        self, codec: Codec, vendors: Collection[str] | None = None,
+        lateness_days: int = DEFAULT_LATENESS_DAYS, floor: int = NO_FLOOR,
+    ) -> None:  # fmt: skip
         self.codec = codec
+        self.lateness_days = lateness_days
+        self.floor = floor
         self.vendors = frozenset(vendors) if vendors is not None else None
         self.states: dict[str, State] = {}
         self.counts = FoldCounts()
@@ -156,12 +167,14 @@ class ReplayFold:
                 continue
             state = states.get(vendor_id)
             if state is None:  # the worker keeps a state for every vendor key it met, as here
-                state = states[vendor_id] = new_state(vendor_id)
+                state = states[vendor_id] = self._new(vendor_id)
             event = read_event(codec, record.value, on_orders_topic)
             if isinstance(event, Refusal):
+                if event.code == "wrong_topic":
+                    observe(state, on_orders_topic, record.timestamp)
                 self._refuse(record, event)
                 continue
-            outcome = apply(state, event)
+            outcome = apply(state, event, record.timestamp)
             if outcome.status is Status.APPLIED:
                 applied += 1
             elif outcome.status is Status.DUPLICATE:
@@ -173,10 +186,16 @@ class ReplayFold:
         counts.duplicates += duplicates
         counts.filtered += filtered
 
-    def feed_events(self, events: Iterable[Event]) -> None:
-        """Fold archived events (exported with their key checked, so each is its vendor's own)."""
+    def _new(self, vendor_id: str) -> State:
+        state = new_state(vendor_id, lateness_days=self.lateness_days)
+        state.floor = self.floor
+        return state
+
+    def feed_events(self, events: Iterable[tuple[Event, int]]) -> None:
+        """Fold archived events with their record timestamps (exported with their key checked, so each
+        is its vendor's own)."""
         vendors, states, counts = self.vendors, self.states, self.counts
-        for event in events:
+        for event, ts in events:
             counts.records += 1
             vendor_id = event.vendor_id
             if vendors is not None and vendor_id not in vendors:
@@ -184,8 +203,8 @@ class ReplayFold:
                 continue
             state = states.get(vendor_id)
             if state is None:
-                state = states[vendor_id] = new_state(vendor_id)
-            outcome = apply(state, event)
+                state = states[vendor_id] = self._new(vendor_id)
+            outcome = apply(state, event, ts)
             if outcome.status is Status.APPLIED:
                 counts.applied += 1
             elif outcome.status is Status.DUPLICATE:
@@ -205,7 +224,7 @@ class ReplayFold:
         """One snapshot per vendor with an applied event, and per vendor asked for (zero-filled if it
         had none), by vendor_id. A key that only ever carried refused records names no vendor."""
         names = {v for v, s in self.states.items() if s.version} | (self.vendors or set())
-        return [snapshot(self.states.get(v) or new_state(v), as_of_ms, period_days) for v in sorted(names)]
+        return [snapshot(self.states.get(v) or self._new(v), as_of_ms, period_days) for v in sorted(names)]
 
 
 @dataclass
@@ -501,7 +520,7 @@ def run_replay(
     began = time.monotonic()
     with meter("replay", sum(s.size for s in spans), progress) as m, quiet_gc():
         if jobs <= 1:
-            fold = ReplayFold(FastavroCodec(), wanted)
+            fold = ReplayFold(FastavroCodec(), wanted, settings.lateness_days, as_of_ms)
             asyncio.run(fold_spans(settings.bootstrap, spans, topics.orders, fold, m))
             parts = [
                 Part(
@@ -513,8 +532,9 @@ def run_replay(
             ]
         else:
             parts = run_jobs(
-                settings.bootstrap, spans, topics.orders, wanted, as_of_ms, settings.period_days, jobs, m
-            )
+                settings.bootstrap, spans, topics.orders, wanted, as_of_ms, settings.period_days, jobs, m,
+                settings.lateness_days,
+            )  # fmt: skip
     fold_seconds = time.monotonic() - began
     snapshots, counts, samples = merge(parts)
     warnings = []
@@ -630,11 +650,11 @@ class _QueueMeter(Meter):
 
 def _job(
     bootstrap: str, spans: list[Span], orders_topic: str, vendors: frozenset[str] | None,
-    as_of_ms: int, period_days: int, queue: Any, index: int,
+    as_of_ms: int, period_days: int, lateness_days: int, queue: Any, index: int,
 ) -> None:  # fmt: skip
     """A job process: fold its spans, send back its part (or why it failed)."""
     try:
-        fold = ReplayFold(FastavroCodec(), vendors)
+        fold = ReplayFold(FastavroCodec(), vendors, lateness_days, as_of_ms)
         with quiet_gc():
             asyncio.run(fold_spans(bootstrap, spans, orders_topic, fold, _QueueMeter(queue, index)))
         part = Part(fold.snapshots(as_of_ms, period_days), set(fold.states), fold.counts, fold.samples)
@@ -645,7 +665,7 @@ def _job(
 
 def run_jobs(
     bootstrap: str, spans: Sequence[Span], orders_topic: str, vendors: frozenset[str] | None,
-    as_of_ms: int, period_days: int, jobs: int, m: Meter,
+    as_of_ms: int, period_days: int, jobs: int, m: Meter, lateness_days: int = DEFAULT_LATENESS_DAYS,
 ) -> list[Part]:  # fmt: skip
     """Fold `spans` in up to `jobs` fresh (spawned) processes; their progress goes to `m`."""
     context = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
@@ -654,7 +674,7 @@ def run_jobs(
     procs = [
         context.Process(
             target=_job,
-            args=(bootstrap, g, orders_topic, vendors, as_of_ms, period_days, queue, i),
+            args=(bootstrap, g, orders_topic, vendors, as_of_ms, period_days, lateness_days, queue, i),
             daemon=True,
         )
         for i, g in enumerate(groups)

@@ -21,18 +21,38 @@ from infra.settings import KafkaSettings
 from infra.topics import Topics
 from processors.archive import (
     SKIPPED,
+    Archived,
     ArchiveProblems,
     ArchiveWriter,
     archive_files,
+    in_log_order,
     read_archive,
     run_replay_files,
 )
 from processors.exceptions import ArchiveError
+from processors.fold import vendor_of
 from processors.replay import ReplayFold
 from schemas.codec import FastavroCodec
-from schemas.events import Event, InventoryAdjusted, OrderCancelled, OrderPlaced, ProductUpserted
+from schemas.events import (
+    ORDER_EVENTS,
+    Event,
+    InventoryAdjusted,
+    OrderCancelled,
+    OrderPlaced,
+    ProductUpserted,
+)
 from tests.unit.test_codec import events as any_event
-from tests.unit.test_replay import INVENTORY, NOW, ORDERS, Rec, as_records, replayed, right_topic, simulated
+from tests.unit.test_replay import (
+    INVENTORY,
+    NOW,
+    ORDERS,
+    Rec,
+    aging_stamps,
+    as_records,
+    replayed,
+    right_topic,
+    simulated,
+)
 
 codec = FastavroCodec()
 TOPICS = Topics(ORDERS, INVENTORY, "vendor-metrics", "vendor-activity", "orders.dlq", "inventory.dlq")
@@ -89,8 +109,25 @@ def test_read_archive_gives_back_the_events_in_file_order(tmp_path: Path) -> Non
     problems = ArchiveProblems()
     got = list(read_archive([tmp_path], problems))
     files = sorted(TYPES, key=lambda t: t.NAME)  # a directory is read file by file, by name
-    assert got == [e for t in files for e in accepted(records)[t]]
+    assert [a.event for a in got] == [e for t in files for e in accepted(records)[t]]
     assert not problems.skipped
+
+
+def test_records_keep_their_timestamp_and_place_and_come_back_in_log_order(tmp_path: Path) -> None:
+    sent = simulated(600)
+    records = as_records(sent, aging_stamps(sent))
+    export(records, tmp_path)
+    got = in_log_order(read_archive([tmp_path], ArchiveProblems()))
+    kept = {(r.topic, r.partition, r.offset): r for r in records}
+    for a in got:
+        r = kept[(right_topic(a.event), a.partition, a.offset)]
+        assert (a.ts, codec.decode(r.value or b"", validate=False)) == (r.timestamp, a.event)
+    orders = [(a.partition, a.offset) for a in got if isinstance(a.event, ORDER_EVENTS)]
+    assert orders == sorted(orders)  # placements and cancellations interleaved as in their partitions
+    assert len(got) == sum(map(len, accepted(records).values()))
+    with (tmp_path / "OrderPlaced.avro").open("rb") as fo:  # analysts see them as columns
+        row = next(iter(fastavro.reader(fo)))
+    assert {"kafka_timestamp", "kafka_partition", "kafka_offset"} <= row.keys()
 
 
 def test_refused_records_are_skipped_counted_and_kept_with_their_bytes(tmp_path: Path) -> None:
@@ -112,8 +149,24 @@ def test_the_archive_folds_to_the_snapshots_of_its_records(tmp_path: Path) -> No
     records = as_records(simulated(1200))
     export(records, tmp_path)
     from_files = ReplayFold(codec)
-    from_files.feed_events(read_archive([tmp_path], ArchiveProblems()))
+    from_files.feed_events((a.event, a.ts) for a in in_log_order(read_archive([tmp_path], ArchiveProblems())))
     from_records = replayed(records)
+    for t in (NOW, NOW - 20 * 86_400_000):
+        assert from_files.snapshots(t, 30) == from_records.snapshots(t, 30)
+
+
+def test_with_a_short_horizon_the_archive_folds_as_its_records_do(tmp_path: Path) -> None:
+    """The timestamps and the order of placements and cancellations matter with a horizon (contract
+    §4.1): the archive keeps both."""
+    sent = simulated(1500)
+    sent += [s for s in sent[:300:7] if s[2] is not None]  # re-sent long after
+    records = as_records(sent, aging_stamps(sent))
+    export(records, tmp_path)
+    from_files = ReplayFold(codec, lateness_days=2)
+    from_files.feed_events((a.event, a.ts) for a in in_log_order(read_archive([tmp_path], ArchiveProblems())))
+    from_records = replayed(records, lateness_days=2)
+    assert from_records.counts.refused["too_late"] > 0
+    assert from_files.counts.refused["too_late"] == from_records.counts.refused["too_late"]
     for t in (NOW, NOW - 20 * 86_400_000):
         assert from_files.snapshots(t, 30) == from_records.snapshots(t, 30)
 
@@ -144,7 +197,8 @@ def test_an_older_writer_schema_is_resolved_to_the_current_one(tmp_path: Path) -
         fastavro.writer(
             fo, older, [{"event_id": "e1", "occurred_at": NOW, "vendor_id": "v1", "order_id": "o1"}]
         )
-    assert list(read_archive([path], ArchiveProblems())) == [OrderCancelled("e1", NOW, "v1", "o1", None)]
+    (got,) = read_archive([path], ArchiveProblems())
+    assert got == Archived(OrderCancelled("e1", NOW, "v1", "o1", None), -1, -1, -1)  # no positions either
 
 
 def test_unusable_files_are_reported_and_the_readable_part_kept(tmp_path: Path) -> None:
@@ -192,14 +246,14 @@ def test_any_event_round_trips_through_an_archive(
     """Values anywhere in their Avro ranges (longs, unicode, empty strings) come back unchanged."""
     directory = tmp_path_factory.mktemp("round-trip")
     records = as_records([(right_topic(e), e.vendor_id.encode(), codec.encode(e)) for e in events])
-    records = [r for r in records if r.key and b"\x00" not in r.key]  # the worker's bad keys
+    records = [r for r in records if vendor_of(r.key) is not None]  # the worker's bad keys
     export(records, directory)
     got = list(read_archive([directory / f"{t.NAME}.avro" for t in TYPES], ArchiveProblems()))
-    assert got == [e for t in TYPES for e in accepted(records)[t]]
+    assert [a.event for a in got] == [e for t in TYPES for e in accepted(records)[t]]
 
 
 def test_times_pandas_cannot_show_are_archived_and_counted(tmp_path: Path) -> None:
     ancient = OrderCancelled("e1", -62_135_596_800_001, "v1", "o1")  # a millisecond before year 1
     records = as_records([(ORDERS, b"v1", codec.encode(ancient))])
     assert export(records, tmp_path).odd_times == 1
-    assert list(read_archive([tmp_path / "OrderCancelled.avro"], ArchiveProblems())) == [ancient]
+    assert [a.event for a in read_archive([tmp_path / "OrderCancelled.avro"], ArchiveProblems())] == [ancient]

@@ -1,9 +1,11 @@
-"""The worker's table layout: checkpoints plus tail batches restore exactly the state that was flushed."""
+"""The worker's table layout: checkpoints, tail batches and the history on disk restore exactly the state
+that was flushed, survive a crash part way through a write, and forget what the horizon has passed."""
 
 from __future__ import annotations
 
 import random
 import time
+from dataclasses import replace
 from itertools import islice
 
 import pytest
@@ -11,119 +13,231 @@ import pytest
 import processors.changelog as changelog
 from infra.simulate import EventGenerator, SimConfig
 from processors.changelog import (
+    DELETED,
+    HISTORY,
     MIN_CHECKPOINT_BYTES,
+    Checkpoint,
+    StoredHistory,
     TailBatch,
-    VendorLog,
+    decode_directory,
     decode_watermark,
+    encode_directory,
     encode_watermark,
     is_chunk_key,
-    is_vendor_key,
     restore,
-    split_key,
     tail_key,
     watermark_key,
 )
 from processors.exceptions import StateFormatError
+from processors.fold import Folder, Record
+from processors.history import MemoryHistory
 from processors.metrics import apply, snapshot
-from processors.state import dumps, new_state
+from processors.state import DAY_MS, dumps, new_state
 from schemas.codec import FastavroCodec
+from schemas.events import Event
 
 codec = FastavroCodec()
 NOW = int(time.time() * 1000)
+VENDOR = "vendor-001"
+DLQ = {"orders": "orders.dlq", "inventory": "inventory.dlq"}
+Table = dict[bytes, bytes]
 
 
-def vendor_messages(n: int, seed: int = 1) -> list[bytes]:
+def vendor_events(n: int, seed: int = 1, days: int = 10) -> list[tuple[Event, int]]:
+    """One vendor's events over `days` days, each stamped a little after it occurred (an aging log)."""
+    step = days * DAY_MS // max(n, 1)
     config = SimConfig(
-        vendors=1, products=15, customers=40, seed=seed, start_ms=NOW - 10 * 86_400_000, step_ms=60_000
+        vendors=1, products=15, customers=40, seed=seed, start_ms=NOW - days * DAY_MS, step_ms=step
     )
-    return [codec.encode(e) for _, e in islice(EventGenerator(config), n)]
+    rng = random.Random(seed)
+    return [(e, e.occurred_at + rng.randrange(0, 60_000)) for _, e in islice(EventGenerator(config), n)]
 
 
-def replay_into_table(messages: list[bytes], rng: random.Random) -> tuple[VendorLog, dict[bytes, bytes]]:
-    """Fold messages, flushing at random points into a dict that plays the compacted table."""
-    log = VendorLog(new_state("vendor-001"), partition=0)
-    table: dict[bytes, bytes] = {}
-    for offset, message in enumerate(messages):
-        version = log.state.version
-        apply(log.state, codec.decode(message))
-        log.state.offsets["orders:0"] = offset
-        log.accepted(message, version)
+def make_folder(table: Table, lateness_days: int = 400) -> Folder:
+    """A worker's folder over a dict that plays the table, its floor at NOW (snapshots as of NOW on)."""
+    folder = Folder(
+        codec, orders_topic="orders", inventory_topic="inventory", metrics_topic="vendor-metrics",
+        activity_topic="vendor-activity", dlq_topics=DLQ,
+        load=lambda v, p: restore(v, p, table.get, codec, lateness_days),
+    )  # fmt: skip
+    folder.floor = NOW
+    return folder
+
+
+def topic_of(event: Event) -> str:
+    return "orders" if type(event).__name__.startswith("Order") else "inventory"
+
+
+def feed(
+    folder: Folder, table: Table, events: list[tuple[Event, int]], rng: random.Random, start: int = 0
+) -> list[Record]:
+    """Fold events as offsets start.. of one partition, flushing into `table` at random points."""
+    out: list[Record] = []
+    for offset, (event, ts) in enumerate(events[start:], start):
+        out += folder.handle(topic_of(event), 0, offset, VENDOR.encode(), codec.encode(event), ts)
         if rng.random() < 0.1:
-            for key, value in log.flush(force_checkpoint=rng.random() < 0.05):
-                if value is None:
-                    table.pop(key, None)
-                else:
-                    table[key] = value
-    for key, value in log.flush():
-        if value is not None:
-            table[key] = value
-    return log, table
+            if rng.random() < 0.05:
+                folder.vendors[VENDOR].force_checkpoint = True
+            write(table, folder.flush(0))
+    write(table, folder.flush(0))
+    return out
 
 
-def restored(table: dict[bytes, bytes]):  # type: ignore[no-untyped-def]
-    checkpoint = table.get(b"vendor-001")
-    tails = [v for k, v in table.items() if split_key(k)[1] is not None]
-    chunks = {k: v for k, v in table.items() if is_chunk_key(k)}
-    return restore("vendor-001", checkpoint, tails, codec, chunks)
+def checkpoint(folder: Folder, table: Table) -> None:
+    folder.vendors[VENDOR].force_checkpoint = True
+    folder.dirty_by_partition.setdefault(0, set()).add(VENDOR)
+    write(table, folder.flush(0))
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_restore_gives_back_the_flushed_state(seed: int) -> None:
-    log, table = replay_into_table(vendor_messages(3000, seed), random.Random(seed))
-    state = restored(table)
-    assert dumps(state) == dumps(log.state)
-    assert snapshot(state, NOW, 30) == snapshot(log.state, NOW, 30)
-    assert state.offsets == {"orders:0": 2999}
-
-
-def test_checkpoints_keep_the_tail_short() -> None:
-    _, table = replay_into_table(vendor_messages(6000), random.Random(7))
-    tail_bytes = sum(len(v) for k, v in table.items() if split_key(k)[1] is not None)
-    checkpoint = table[b"vendor-001"]
-    assert tail_bytes <= max(MIN_CHECKPOINT_BYTES, len(checkpoint)) + 64 * 1024
-    # the table holds far less than one checkpoint per flush would have written
-    assert len(table) < 200
-
-
-def test_a_stale_tail_left_by_a_lost_tombstone_is_ignored() -> None:
-    messages = vendor_messages(400)
-    log, table = replay_into_table(messages, random.Random(3))
-    for key, value in log.flush(force_checkpoint=True):
+def write(table: Table, writes: list[tuple[bytes, bytes | None]]) -> None:
+    for key, value in writes:
         if value is None:
             table.pop(key, None)
         else:
             table[key] = value
-    assert list(table) == [b"vendor-001"]  # a checkpoint, and every tail tombstoned
-    stale = TailBatch(0, {"orders:0": 5}, tuple(messages[:6]))  # its tombstone was lost in a crash
-    table[tail_key("vendor-001", 0)] = stale.encode()
-    state = restored(table)
-    assert dumps(state) == dumps(log.state)
-    assert state.offsets == {"orders:0": 399}
 
 
-def test_a_missing_tail_batch_is_an_error_not_a_silent_gap() -> None:
-    messages = vendor_messages(50)
-    later = TailBatch(20, {"orders:0": 49}, tuple(messages[20:]))
-    with pytest.raises(StateFormatError, match=r"lacks versions 0\.\.19"):
-        restore("vendor-001", None, [later.encode()], codec)
+def pure(events: list[tuple[Event, int]], lateness_days: int = 400):  # type: ignore[no-untyped-def]
+    """The same events folded with the history in memory: what the table must be equivalent to."""
+    state = new_state(VENDOR, MemoryHistory(), lateness_days)
+    verdicts = [apply(state, e, ts) for e, ts in events]
+    return state, verdicts
 
 
-def test_tail_batch_round_trip_and_bad_bytes() -> None:
-    batch = TailBatch(7, {"orders:3": 11, "inventory:3": 4}, (b"\xc3\x01abc", b"", b"x" * 1000))
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_restore_gives_back_the_flushed_state(seed: int) -> None:
+    events = vendor_events(3000, seed)
+    table: Table = {}
+    folder = make_folder(table)
+    feed(folder, table, events, random.Random(seed))
+    live = folder.vendors[VENDOR]
+    again = restore(VENDOR, 0, table.get, codec)
+    assert dumps(again.state) == dumps(live.state)
+    assert (
+        snapshot(again.state, NOW, 30) == snapshot(live.state, NOW, 30) == snapshot(pure(events)[0], NOW, 30)
+    )
+    assert max(again.state.offsets.values()) == 2999
+
+
+def test_checkpoints_keep_the_tail_short() -> None:
+    table: Table = {}
+    feed(make_folder(table), table, vendor_events(6000), random.Random(7))
+    tails = [v for k, v in table.items() if k.startswith(VENDOR.encode() + b"\x00")]
+    checkpoint = Checkpoint.decode(table[VENDOR.encode()])
+    assert sum(map(len, tails)) <= max(MIN_CHECKPOINT_BYTES, len(checkpoint.live)) + 64 * 1024
+    assert len(tails) < 60  # far fewer records than flushes: the tail is folded into checkpoints
+
+
+def test_a_crash_part_way_through_any_write_loses_and_double_counts_nothing() -> None:
+    """Whatever prefix of a flush's writes reached the changelog, restoring and reading the input again
+    from the stored offsets gives the state an uninterrupted run has."""
+    events = vendor_events(900, seed=4, days=30)
+    whole, verdicts = pure(events, lateness_days=5)
+    table: Table = {}
+    folder = make_folder(table, lateness_days=5)
+    rng = random.Random(4)
+    crashes = 0
+    for offset, (event, ts) in enumerate(events):
+        folder.handle(topic_of(event), 0, offset, VENDOR.encode(), codec.encode(event), ts)
+        if rng.random() < 0.08:
+            log = folder.vendors[VENDOR]
+            log.force_checkpoint = rng.random() < 0.5
+            writes = folder.flush(0)
+            if rng.random() < 0.3 and len(writes) > 1:  # crash: a prefix lands, the process starts over
+                crashes += 1
+                write(table, writes[: rng.randrange(1, len(writes))])
+                folder = make_folder(table, lateness_days=5)
+                for again, (e, t) in enumerate(events[: offset + 1]):
+                    folder.handle(topic_of(e), 0, again, VENDOR.encode(), codec.encode(e), t)
+            else:
+                write(table, writes)
+    write(table, folder.flush(0))
+    assert crashes > 5
+    restored_state = restore(VENDOR, 0, table.get, codec, 5).state
+    for t in (NOW, NOW + 3 * DAY_MS, NOW + 40 * DAY_MS):
+        assert snapshot(restored_state, t, 7) == snapshot(whole, t, 7)
+    assert restored_state.version == whole.version == sum(v.status.value == "applied" for v in verdicts)
+
+
+def test_the_stored_history_forgets_what_the_horizon_passed_and_nothing_else() -> None:
+    """Sixty days of one vendor with L = 5: the table keeps about five days of ids and orders, and the
+    folder's verdicts are those of the pure fold that forgets nothing."""
+    events = vendor_events(6000, seed=5, days=60)
+    # re-sends: some events again, a little later; old ones come back new (their id was forgotten)
+    rng = random.Random(5)
+    resent = [(events[rng.randrange(i + 1)][0], events[i][1]) for i in range(0, len(events), 40)]
+    log = sorted([*events, *resent], key=lambda pair: pair[1])
+    whole, verdicts = pure(log, lateness_days=5)
+    table: Table = {}
+    folder = make_folder(table, lateness_days=5)
+    feed(folder, table, log, rng)
+    assert folder.stats.duplicates == sum(v.status.value == "duplicate" for v in verdicts)
+    assert folder.stats.dead_lettered == sum(v.status.value in ("too_late", "rejected") for v in verdicts)
+    checkpoint(folder, table)
+    prefix = VENDOR.encode() + HISTORY
+    ids = [k for k in table if k.startswith(prefix + b"i")]
+    orders = [k for k in table if k.startswith(prefix + b"o")]
+    per_day = len(events) / 60
+    assert len(ids) < 8 * per_day  # ~5 days of ids (plus the days not yet whole), not 60
+    assert len(orders) < 8 * per_day
+    assert len([k for k in table if k.startswith(prefix + b"c")]) == len(whole.history.customers)  # type: ignore[attr-defined]
+    again = restore(VENDOR, 0, table.get, codec, 5).state
+    assert snapshot(again, NOW, 30) == snapshot(whole, NOW, 30)
+
+
+def test_a_stale_tail_left_by_a_lost_tombstone_is_ignored() -> None:
+    events = vendor_events(400)
+    table: Table = {}
+    folder = make_folder(table)
+    feed(folder, table, events, random.Random(3))
+    checkpoint(folder, table)
+    assert not [k for k in table if k.startswith(VENDOR.encode() + b"\x00")]  # every tail tombstoned
+    stale = TailBatch(0, {"orders:0": 5}, [None, None], 0, ((0, codec.encode(events[0][0])),))
+    table[tail_key(VENDOR, 0)] = stale.encode()  # its tombstone was lost in a crash
+    again = restore(VENDOR, 0, table.get, codec)
+    assert dumps(again.state) == dumps(folder.vendors[VENDOR].state)
+
+
+def test_a_tail_that_does_not_re_apply_is_an_error() -> None:
+    event, ts = vendor_events(1)[0]
+    batch = TailBatch(
+        0, {"orders:0": 1}, [ts, None], 0, ((ts, codec.encode(event)), (ts, codec.encode(event)))
+    )
+    table: Table = {tail_key(VENDOR, 0): batch.encode()}
+    with pytest.raises(StateFormatError, match="did not re-apply"):
+        restore(VENDOR, 0, table.get, codec)
+
+
+def test_tail_batch_and_checkpoint_round_trip_and_bad_bytes() -> None:
+    batch = TailBatch(
+        7,
+        {"orders:3": 11, "inventory:3": 4},
+        [5, None],
+        3,
+        ((1, b"\xc3\x01abc"), (2, b""), (-1, b"x" * 1000)),
+    )
     assert TailBatch.decode(batch.encode()) == batch
     with pytest.raises(StateFormatError):
         TailBatch.decode(batch.encode()[:-3])
+    checkpoint = Checkpoint(
+        b'{"live":1}', 9, {b"i": {20000: 2}, b"o": {}}, ((b"ie1", b"\x00" * 8), (b"oo1", None))
+    )
+    assert Checkpoint.decode(checkpoint.encode()) == checkpoint
+    with pytest.raises(StateFormatError, match="not of this format"):
+        Checkpoint.decode(b'{"format": 1}')
+    with pytest.raises(StateFormatError, match="unreadable"):
+        Checkpoint.decode(checkpoint.encode()[:-2])
 
 
-def test_watermark_keys_are_apart_from_vendor_keys_and_round_trip() -> None:
+def test_partition_records_are_apart_from_vendor_keys_and_round_trip() -> None:
     keys = [watermark_key(p) for p in range(12)]
     assert len(set(keys)) == 12  # one per partition: the memory store is one dict for all of them
-    assert not any(is_vendor_key(k) for k in keys)
-    assert is_vendor_key(tail_key("vendor-001", 7))
-    assert is_vendor_key(b"vendor-001")
+    assert all(k.startswith(b"\x00") for k in keys)  # a vendor id never starts with a control character
     positions = {"vp-orders": 1041, "vp-inventory": 17}
     assert decode_watermark(encode_watermark(positions)) == positions
     assert decode_watermark(None) == {}
+    assert decode_directory(encode_directory({"v2", "v1"})) == {"v1", "v2"}
+    assert decode_directory(None) == set()
     for bad in (b"[1]", b"{", b'{"t": "x"}'):
         with pytest.raises(StateFormatError):
             decode_watermark(bad)
@@ -131,38 +245,52 @@ def test_watermark_keys_are_apart_from_vendor_keys_and_round_trip() -> None:
 
 def test_a_checkpoint_too_big_for_one_record_is_stored_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(changelog, "CHUNK_BYTES", 4096)
-    messages = vendor_messages(600)
-    log, table = replay_into_table(messages, random.Random(5))
-    for key, value in log.flush(force_checkpoint=True):
+    events = vendor_events(600)
+    table: Table = {}
+    folder = make_folder(table)
+    feed(folder, table, events, random.Random(5))
+    log = folder.vendors[VENDOR]
+    log.force_checkpoint = True
+    folder.dirty_by_partition[0] = {VENDOR}
+    for key, value in folder.flush(0):
         if value is None:
             table.pop(key, None)
         else:
-            assert len(value) <= 4096  # every record fits the limit
+            assert len(value) <= 4096 or HISTORY in key  # every checkpoint record fits the limit
             table[key] = value
     pieces = sorted(k for k in table if is_chunk_key(k))
-    assert len(pieces) > 3
-    assert table[b"vendor-001"].startswith(changelog.MANIFEST)
-    assert {split_key(k)[0] for k in pieces} == {"vendor-001"}
-    assert dumps(restored(table)) == dumps(log.state)
+    assert len(pieces) > 1
+    assert table[VENDOR.encode()].startswith(changelog.MANIFEST)
+    assert dumps(restore(VENDOR, 0, table.get, codec).state) == dumps(log.state)
 
     # A crash after the next checkpoint's pieces but before its manifest: the previous one still restores.
     before = dumps(log.state)
     log.state.offsets["orders:0"] += 1  # some input since, so the next flush writes a checkpoint
     log.offsets_dirty = True
-    writes = log.flush(force_checkpoint=True)
-    manifest_at = next(i for i, (k, _) in enumerate(writes) if k == b"vendor-001")
+    log.force_checkpoint = True
+    folder.dirty_by_partition[0] = {VENDOR}
+    writes = folder.flush(0)
+    manifest_at = next(i for i, (k, _) in enumerate(writes) if k == VENDOR.encode())
     crashed = dict(table)
     crashed.update({k: v for k, v in writes[:manifest_at] if v is not None})
-    assert dumps(restored(crashed)) == before
-    # Completed, the old pieces are deleted (none left behind) and the new checkpoint restores.
-    for key, value in writes:
-        if value is None:
-            table.pop(key, None)
-        else:
-            table[key] = value
-    assert sorted(k for k in table if is_chunk_key(k)) == sorted(log.chunk_keys or [])
-    assert restored(table).offsets == log.state.offsets
-
-    del table[sorted(log.chunk_keys or [])[1]]  # a lost piece is an error, not a silent hole
+    assert dumps(restore(VENDOR, 0, crashed.get, codec).state) == before
+    write(table, writes)  # completed: the old pieces are deleted and the new checkpoint restores
+    assert sorted(k for k in table if is_chunk_key(k)) == sorted(log.chunk_keys)
+    assert restore(VENDOR, 0, table.get, codec).state.offsets == log.state.offsets
+    del table[sorted(log.chunk_keys)[1]]  # a lost piece is an error, not a silent hole
     with pytest.raises(StateFormatError, match="lacks pieces"):
-        restored(table)
+        restore(VENDOR, 0, table.get, codec)
+
+
+def test_history_reads_see_pending_changes_and_deletes_before_the_table() -> None:
+    table: Table = {}
+    history = StoredHistory(b"v\x02", table.get)
+    history.mark_seen("e1", 100)
+    assert history.seen("e1") == 100
+    for key, value in history.checkpoint_writes():
+        write(table, [(b"v\x02" + key, value)])
+    assert history.pending == {}
+    assert history.seen("e1") == 100  # from the table now
+    history.pending[b"ie1"] = DELETED
+    assert history.seen("e1") is None
+    assert replace(history, pending={}).seen("e1") == 100

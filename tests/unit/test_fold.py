@@ -6,9 +6,8 @@ import time
 
 import orjson
 
-from processors.changelog import VendorLog
+from processors.changelog import restore
 from processors.fold import Folder
-from processors.state import new_state
 from schemas.codec import FastavroCodec
 from schemas.events import InventoryAdjusted, OrderItem, OrderPlaced, ProductUpserted
 
@@ -17,10 +16,12 @@ NOW = int(time.time() * 1000)
 DLQ = {"orders": "orders.dlq", "inventory": "inventory.dlq"}
 
 
-def make_folder(interval_ms: int = 50) -> Folder:
+def make_folder(interval_ms: int = 50, table: dict[bytes, bytes] | None = None) -> Folder:
+    """A folder over an empty table (a dict)."""
+    table = table if table is not None else {}
     return Folder(
         codec, orders_topic="orders", inventory_topic="inventory", metrics_topic="vendor-metrics",
-        activity_topic="vendor-activity", dlq_topics=DLQ, load=lambda v, p: VendorLog(new_state(v), p),
+        activity_topic="vendor-activity", dlq_topics=DLQ, load=lambda v, p: restore(v, p, table.get, codec),
         snapshot_interval_ms=interval_ms,
     )  # fmt: skip
 
@@ -143,12 +144,13 @@ def snapshot_of(value: bytes | None) -> dict:  # type: ignore[type-arg]
 
 def test_a_restored_vendor_is_snapshotted_even_if_all_its_input_is_redelivered() -> None:
     # The previous owner stored version 1 (offset 0) and was killed before emitting its snapshot.
-    stored = new_state("v1")
-    stored.offsets["orders:0"] = 0
-    folder = Folder(
-        codec, orders_topic="orders", inventory_topic="inventory", metrics_topic="vendor-metrics",
-        activity_topic="vendor-activity", dlq_topics=DLQ, load=lambda v, p: VendorLog(stored, p),
-    )  # fmt: skip
+    table: dict[bytes, bytes] = {}
+    previous = make_folder(table=table)
+    previous.handle("orders", 0, 0, b"v1", codec.encode(order()))
+    for key, value in previous.flush(0):
+        if value is not None:
+            table[key] = value
+    folder = make_folder(table=table)
     assert folder.handle("orders", 0, 0, b"v1", codec.encode(order())) == []  # redelivered: skipped
     (snap,) = folder.due_snapshots(NOW)
     assert snap.key == b"v1"

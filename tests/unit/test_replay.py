@@ -3,6 +3,7 @@ refusals (by DLQ code) out, whatever the interleaving of partitions; plus its fi
 
 from __future__ import annotations
 
+import random
 import time
 import zlib
 from dataclasses import dataclass, replace
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from infra.settings import KafkaSettings
 from infra.simulate import EventGenerator, SimConfig
 from infra.topics import Topics
-from processors.changelog import VendorLog
+from processors.changelog import restore
 from processors.exceptions import ReplayError
 from processors.fold import Folder
 from processors.metrics import snapshot
@@ -33,7 +34,7 @@ from processors.replay import (
     split,
     write_jsonl,
 )
-from processors.state import DAY_MS, new_state
+from processors.state import DAY_MS
 from schemas.codec import FastavroCodec
 from schemas.events import ORDER_EVENTS, Event, OrderItem, OrderPlaced
 from tests.unit.test_core_imports import modules_after
@@ -54,21 +55,36 @@ class Rec:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int = -1
 
 
 Raw = tuple[str, bytes | None, bytes | None]
 """topic, key, value: what a producer sends."""
 
 
-def as_records(sent: list[Raw]) -> list[Rec]:
-    """Partitioned by key (as a producer would) and numbered per partition in send order."""
+def as_records(sent: list[Raw], stamps: list[int] | None = None) -> list[Rec]:
+    """Partitioned by key (as a producer would) and numbered per partition in send order; `stamps` are
+    their Kafka timestamps (none by default)."""
     next_offset: dict[tuple[str, int], int] = {}
     out = []
-    for topic, key, value in sent:
+    for i, (topic, key, value) in enumerate(sent):
         partition = zlib.crc32(key or b"") % PARTITIONS
         offset = next_offset.get((topic, partition), 0)
         next_offset[(topic, partition)] = offset + 1
-        out.append(Rec(topic, partition, offset, key, value))
+        out.append(Rec(topic, partition, offset, key, value, stamps[i] if stamps is not None else -1))
+    return out
+
+
+def aging_stamps(sent: list[Raw], seed: int = 1) -> list[int]:
+    """Timestamps of a live producer: a little after each event occurred; now for what does not decode."""
+    rng = random.Random(seed)
+    out = []
+    for _, _, value in sent:
+        try:
+            at = codec.decode(value or b"", validate=False).occurred_at
+        except Exception:
+            at = NOW
+        out.append(at + rng.randrange(0, 3_600_000) if rng.random() > 0.02 else -1)
     return out
 
 
@@ -102,21 +118,22 @@ def simulated(n: int, seed: int = 3, vendors: int = 4) -> list[Raw]:
     return sent[: n // 2] + poison + sent[n // 2 :]
 
 
-def live_worker(records: list[Rec]) -> Folder:
-    """The worker's per-record logic, fed in the order given."""
+def live_worker(records: list[Rec], lateness_days: int = 400) -> Folder:
+    """The worker's per-record logic over an empty table, fed in the order given."""
+    table: dict[bytes, bytes] = {}
     folder = Folder(
         codec, orders_topic=ORDERS, inventory_topic=INVENTORY, metrics_topic="vendor-metrics",
         activity_topic="vendor-activity", dlq_topics={ORDERS: "orders.dlq", INVENTORY: "inventory.dlq"},
-        load=lambda v, p: VendorLog(new_state(v), p),
+        load=lambda v, p: restore(v, p, table.get, codec, lateness_days),
     )  # fmt: skip
     for r in records:
-        folder.handle(r.topic, r.partition, r.offset, r.key, r.value)
+        folder.handle(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
     return folder
 
 
-def replayed(records: list[Rec], vendors: set[str] | None = None) -> ReplayFold:
+def replayed(records: list[Rec], vendors: set[str] | None = None, lateness_days: int = 400) -> ReplayFold:
     """Replay's fold, fed partition by partition (orders first): another interleaving than the worker's."""
-    fold = ReplayFold(codec, vendors)
+    fold = ReplayFold(codec, vendors, lateness_days)
     for topic in (ORDERS, INVENTORY):
         for p in range(PARTITIONS):
             fold.feed(topic == ORDERS, [r for r in records if (r.topic, r.partition) == (topic, p)])
@@ -142,6 +159,19 @@ def test_replay_folds_simulated_traffic_as_the_worker_does() -> None:
         "bad_key": 2, "bad_marker": 1, "truncated_body": 1, "wrong_topic": 1, "no_value": 1,
         "invalid_event": 2,  # the other currency, the other vendor's key
     }  # fmt: skip
+
+
+def test_with_timestamps_and_a_short_horizon_replay_folds_as_the_worker_does() -> None:
+    """Forty days of traffic, stamped as it happened, with L = 3 days: the re-sent events of the old
+    days come back too late or new; replay agrees with the worker on every verdict and figure."""
+    sent = simulated(1500)
+    sent += [s for s in sent[:200:9] if s[2] is not None]  # re-sent long after: too late by now
+    records = as_records(sent, aging_stamps(sent))
+    records[-1] = replace(records[-1], timestamp=NOW + 40 * DAY_MS)  # a clock far ahead
+    folder, fold = live_worker(records, lateness_days=3), replayed(records, lateness_days=3)
+    assert_same(folder, fold, [NOW, NOW - 2 * DAY_MS, NOW + 40 * DAY_MS])
+    assert fold.counts.refused["too_late"] >= 10
+    assert folder.stats.by_reason["too_late"] == fold.counts.refused["too_late"]
 
 
 @dataclass(frozen=True)
