@@ -42,6 +42,7 @@ from infra.logs import limit_repeated_logs
 from infra.topics import Topics, broker_count, ensure_topics
 from processors.changelog import (
     Get,
+    HistoryMemory,
     VendorLog,
     decode_directory,
     decode_watermark,
@@ -112,6 +113,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
     source = app.topic(topics.orders, topics.inventory, key_type=bytes, value_type=bytes)
     table = app.Table(TABLE, partitions=partitions, key_type=bytes, value_type=bytes, options=ROCKSDB_OPTIONS)
     codec = FastavroCodec()
+    memory = HistoryMemory(settings.history_cache, settings.history_pending)
     directories: dict[int, set[str]] = {}  # partition -> vendors stored in it (read once per rebalance)
 
     def getter(partition: int) -> Get:
@@ -150,7 +152,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         return vendors
 
     def load(vendor_id: str, partition: int) -> VendorLog:
-        return restore(vendor_id, partition, getter(partition), codec, settings.lateness_days)
+        return restore(vendor_id, partition, getter(partition), codec, settings.lateness_days, memory)
 
     folder = Folder(
         codec,
@@ -162,6 +164,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         load=load,
         period_days=settings.period_days,
         snapshot_interval_ms=settings.snapshot_interval_ms,
+        memory=memory,
     )
     app.folder = folder  # type: ignore[attr-defined]  # for tests and the benchmark's profile
 

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,11 +87,8 @@ HISTORY = b"\x02"
 IDS, ORDER_IDS, CUSTOMERS, EXPIRY = b"i", b"o", b"c", b"x"
 MIN_CHECKPOINT_BYTES = 64 * 1024
 MAX_PENDING_HISTORY = 20_000
-"""History keys changed since a vendor's last checkpoint before the next flush checkpoints it: what the
-heap holds of a vendor's history at most, besides `READ_CACHE` entries."""
-READ_CACHE = 4096
-"""History values read from the table that a vendor keeps decoded (first orders of returning
-customers, orders a cancellation is about to meet)."""
+"""History keys changed since a vendor's last checkpoint before the next flush checkpoints it (the
+worker's `HistoryMemory.pending_limit` bounds the sum over vendors)."""
 CHUNK_BYTES = 512 * 1024  # half the default max record size, leaving room for the key and framing
 MANIFEST = b"\x00chunks"
 CHECKPOINT = b"\x00vp-checkpoint-2"
@@ -319,6 +317,21 @@ class TailBatch:
 DELETED: Any = object()
 
 
+@dataclass
+class HistoryMemory:
+    """What the heap holds of the history, across the worker's vendors, and its bounds.
+
+    `cache`: values read from the table, kept decoded (first orders of returning customers, orders a
+    cancellation is about to meet), by table key, at most `cache_limit`, the oldest read first out.
+    `pending`: history keys changed since their vendor's last checkpoint; past `pending_limit` the
+    worker checkpoints the vendors that hold the most (`processors.fold.Folder.flush`)."""
+
+    cache_limit: int = 100_000
+    pending_limit: int = 400_000
+    cache: OrderedDict[bytes, Any] = field(default_factory=OrderedDict)
+    pending: int = 0
+
+
 def _encode_order(entry: OrderEntry) -> bytes:
     p = entry.placed
     placed = None if p is None else [p.occurred_at, p.customer_id, p.total, p.items, p.cancelled_at]
@@ -356,12 +369,12 @@ class StoredHistory:
 
     prefix: bytes
     get: Get
+    memory: HistoryMemory = field(default_factory=HistoryMemory)
     pending: dict[bytes, Any] = field(default_factory=dict)
     unfiled: set[bytes] = field(default_factory=set)
     """Keys of `pending` not yet in the expiry index (those a restore put back already are)."""
     raw: dict[bytes, bytes | None] = field(default_factory=dict)
     """Expiry index records a restore put back, to write again."""
-    cache: dict[bytes, Any] = field(default_factory=dict)
     expiry: dict[bytes, dict[int, int]] = field(default_factory=lambda: {IDS: {}, ORDER_IDS: {}})
     reads: int = 0
     """Table reads (cache misses), for the benchmarks."""
@@ -370,23 +383,30 @@ class StoredHistory:
         value = self.pending.get(key)
         if value is not None:
             return None if value is DELETED else value
-        value = self.cache.get(key)
+        full = self.prefix + key
+        cache = self.memory.cache
+        value = cache.get(full)
         if value is not None:
             return value
         self.reads += 1
-        data = self.get(self.prefix + key)
+        data = self.get(full)
         if data is None:
             return None
         value = _decode(key, data)
-        if len(self.cache) >= READ_CACHE:
-            del self.cache[next(iter(self.cache))]
-        self.cache[key] = value
+        if len(cache) >= self.memory.cache_limit:
+            cache.popitem(last=False)
+        cache[full] = value
         return value
 
-    def _put(self, key: bytes, value: Any) -> None:
+    def _set_pending(self, key: bytes, value: Any) -> None:
+        if key not in self.pending:
+            self.memory.pending += 1
         self.pending[key] = value
+
+    def _put(self, key: bytes, value: Any) -> None:
+        self._set_pending(key, value)
         self.unfiled.add(key)
-        self.cache.pop(key, None)
+        self.memory.cache.pop(self.prefix + key, None)
 
     def seen(self, event_id: str) -> int | None:
         value: int | None = self._value(IDS + event_id.encode())
@@ -426,7 +446,7 @@ class StoredHistory:
             if key[:1] == EXPIRY:
                 self.raw[key] = value
             else:
-                self.pending[key] = DELETED if value is None else _decode(key, value)
+                self._set_pending(key, DELETED if value is None else _decode(key, value))
 
     def forget(self, state: State) -> None:
         """Delete the entries the horizon has passed, through the expiry index (see the module docstring)."""
@@ -441,15 +461,20 @@ class StoredHistory:
                     index = self.prefix + EXPIRY + kind + b"%08x%08x" % (day, n)
                     relative = index[len(self.prefix) :]
                     data = self.raw.pop(relative) if relative in self.raw else self.get(index)
-                    self.pending[relative] = DELETED
+                    self._set_pending(relative, DELETED)
                     self.unfiled.discard(relative)
                     for key in orjson.loads(data) if data else ():
                         k = kind + key.encode()
                         value = self._value(k)
                         if value is not None and _time_of(kind, value) < h:
-                            self.pending[k] = DELETED
+                            self._set_pending(k, DELETED)
                             self.unfiled.discard(k)
-                            self.cache.pop(k, None)
+                            self.memory.cache.pop(self.prefix + k, None)
+
+    def discard(self) -> None:
+        """Let go of what the heap holds for this vendor (it is dropped from memory)."""
+        self.memory.pending -= len(self.pending)
+        self.pending = {}
 
     def checkpoint_writes(self) -> list[Write]:
         """The history writes since the last checkpoint, with the expiry index records that file them; the
@@ -465,6 +490,7 @@ class StoredHistory:
             filed.setdefault((kind, _time_of(kind, value) // DAY_MS), []).append(key[1:].decode())
         writes: list[Write] = [(key, _encode(key, value)) for key, value in self.pending.items()]
         writes += self.raw.items()
+        self.memory.pending -= len(self.pending)
         for (kind, day), keys in sorted(filed.items()):
             n = self.expiry[kind].get(day, 0)
             self.expiry[kind][day] = n + 1
@@ -485,11 +511,12 @@ def _time_of(kind: bytes, value: Any) -> int:
 
 
 def restore(
-    vendor_id: str, partition: int, get: Get, codec: Codec, lateness_days: int = DEFAULT_LATENESS_DAYS
-) -> VendorLog:
+    vendor_id: str, partition: int, get: Get, codec: Codec, lateness_days: int = DEFAULT_LATENESS_DAYS,
+    memory: HistoryMemory | None = None,
+) -> VendorLog:  # fmt: skip
     """The vendor's state as last flushed (`get` reads its table partition): its checkpoint, then its tail
     batches re-applied. A vendor never stored comes back empty."""
-    history = StoredHistory(history_prefix(vendor_id), get)
+    history = StoredHistory(history_prefix(vendor_id), get, memory if memory is not None else HistoryMemory())
     stored = get(checkpoint_key(vendor_id))
     log = VendorLog(new_state(vendor_id, history, lateness_days), partition)
     if stored is not None:

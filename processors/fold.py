@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from processors.changelog import VendorLog
+from processors.changelog import HistoryMemory, VendorLog
 from processors.metrics import Outcome, Status, apply, iso_millis, observe, prune, snapshot
 from processors.state import DAY_MS, NO_FLOOR
 from schemas.codec import Codec
@@ -100,6 +100,8 @@ class FoldStats:
     redelivered: int = 0
     dead_lettered: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+    budget_checkpoints: int = 0
+    """vendors checkpointed early because the history in the heap passed its limit"""
 
 
 def dlq_record(
@@ -131,6 +133,7 @@ class Folder:
         load: Callable[[str, int], VendorLog],
         period_days: int = 30,
         snapshot_interval_ms: int = 50,
+        memory: HistoryMemory | None = None,
     ):
         self.codec = codec
         self.orders_topic = orders_topic
@@ -141,6 +144,8 @@ class Folder:
         self.load = load
         self.period_days = period_days
         self.snapshot_interval_ms = snapshot_interval_ms
+        self.memory = memory if memory is not None else HistoryMemory()
+        """The history the heap holds across vendors; `load` must give its vendors the same object."""
         self.vendors: dict[str, VendorLog] = {}
         self.dirty_by_partition: dict[int, set[str]] = {}
         self.snapshot_due: set[str] = set()
@@ -168,7 +173,7 @@ class Folder:
         for vendor_id in [
             v for v, log in self.vendors.items() if partitions is None or log.partition in partitions
         ]:
-            del self.vendors[vendor_id]
+            self.vendors.pop(vendor_id).history.discard()
             self.snapshot_due.discard(vendor_id)
         for p in list(self.dirty_by_partition):
             if partitions is None or p in partitions:
@@ -244,12 +249,32 @@ class Folder:
         """Table writes that persist every changed vendor of `partition` (checkpoint or tail)."""
         writes: list[tuple[bytes, bytes | None]] = []
         self.flushed = self.dirty_by_partition.pop(partition, set())
+        if self.memory.pending > self.memory.pending_limit:
+            self.flushed |= self._checkpoint_largest(partition)
         for vendor_id in self.flushed:
             log = self.vendors.get(vendor_id)
             if log is not None:
                 writes += log.flush(force_checkpoint=log.force_checkpoint)
                 log.force_checkpoint = False
         return writes
+
+    def _checkpoint_largest(self, partition: int) -> set[str]:
+        """The history in the heap passed its limit: checkpoint the vendors of `partition` that hold the
+        most of it, down to half the limit (the others' partitions do the same when they flush)."""
+        logs = sorted(
+            (log for log in self.vendors.values() if log.partition == partition),
+            key=lambda log: -len(log.history.pending),
+        )
+        chosen = set()
+        excess = self.memory.pending - self.memory.pending_limit // 2
+        for log in logs:
+            if excess <= 0 or not log.history.pending:
+                break
+            excess -= len(log.history.pending)
+            log.force_checkpoint = True
+            chosen.add(log.state.vendor_id)
+        self.stats.budget_checkpoints += len(chosen)
+        return chosen
 
     def due_snapshots(self, now_ms: int) -> list[Record]:
         """`vendor-metrics` records for changed vendors, at most one per vendor per interval."""

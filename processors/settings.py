@@ -29,6 +29,16 @@ class WorkerSettings(KafkaSettings):
     store: str = Field(
         default="auto", description="rocksdb, memory, or auto (rocksdb where rocksdict imports)"
     )
+    history_cache: int = Field(
+        default=100_000,
+        ge=0,
+        description="history values (ids, orders, first orders) kept decoded, all vendors",
+    )
+    history_pending: int = Field(
+        default=400_000,
+        ge=1000,
+        description="history changes held in the heap, all vendors, before the largest holders checkpoint",
+    )
     data_dir: Path | None = Field(
         default=None, description="local table store (default: .vendorpulse/worker)"
     )

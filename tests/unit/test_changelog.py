@@ -17,6 +17,7 @@ from processors.changelog import (
     HISTORY,
     MIN_CHECKPOINT_BYTES,
     Checkpoint,
+    HistoryMemory,
     StoredHistory,
     TailBatch,
     decode_directory,
@@ -294,3 +295,34 @@ def test_history_reads_see_pending_changes_and_deletes_before_the_table() -> Non
     history.pending[b"ie1"] = DELETED
     assert history.seen("e1") is None
     assert replace(history, pending={}).seen("e1") == 100
+
+
+def test_the_history_in_the_heap_stays_under_its_limit_across_vendors() -> None:
+    """Many vendors each below their own checkpoint threshold: past the worker's limit, the vendors
+    holding the most history checkpoint early, and the state restores all the same."""
+    table: Table = {}
+    memory = HistoryMemory(cache_limit=500, pending_limit=3000)
+    folder = Folder(
+        codec, orders_topic="orders", inventory_topic="inventory", metrics_topic="vendor-metrics",
+        activity_topic="vendor-activity", dlq_topics=DLQ, memory=memory,
+        load=lambda v, p: restore(v, p, table.get, codec, 400, memory),
+    )  # fmt: skip
+    folder.floor = NOW
+    config = SimConfig(
+        vendors=30, products=10, customers=50, seed=9, start_ms=NOW - 5 * DAY_MS, step_ms=20_000
+    )
+    peak = 0
+    for offset, (_, event) in enumerate(islice(EventGenerator(config), 12_000)):
+        key = event.vendor_id.encode()
+        folder.handle(topic_of(event), 0, offset, key, codec.encode(event), event.occurred_at)
+        if offset % 50 == 49:
+            write(table, folder.flush(0))
+            peak = max(peak, memory.pending)
+            assert memory.pending == sum(len(log.history.pending) for log in folder.vendors.values())
+    assert folder.stats.budget_checkpoints > 0
+    assert peak < 3000 + 50 * 4  # the limit, plus what one batch adds
+    assert len(memory.cache) <= 500
+    write(table, folder.flush(0))
+    for vendor_id, log in folder.vendors.items():
+        again = restore(vendor_id, 0, table.get, codec)
+        assert snapshot(again.state, NOW, 30) == snapshot(log.state, NOW, 30)
