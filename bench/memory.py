@@ -1,5 +1,9 @@
 """Memory benchmark of the pure core: what a vendor state keeps per event folded, and the fold's speed.
 
+The states keep their history in memory (`processors.history.MemoryHistory`, as replay does), so the
+bytes per event are what replay holds; the worker keeps the history in its table and holds per vendor
+only the live part (`bench.history` measures the worker).
+
     python -m bench.memory [--events 80000] [--vendors 20] [--repeats 3]
 
 Folds simulated events (infra.simulate, a fixed seed and start, one event every 10 ms, no prune), each

@@ -69,6 +69,12 @@ TABLE = "vendor-state-v2"
 """The table (and its changelog topic's) name; the version is that of the table layout
 (processors/changelog.py): a worker of a new layout starts a new table and folds the input again."""
 MIB = 1024 * 1024
+CHANGELOG_CONFIG = {"segment.bytes": 64 * MIB, "min.cleanable.dirty.ratio": 0.25}
+"""The changelog topic's compaction (it is created with these; an existing topic keeps its own). Kafka
+compacts only closed segments, and rolls one at 1 GiB or after 7 days by default: the history's deletes
+(tombstones, processors/changelog.py) would free nothing for days at a modest rate. 64 MiB segments and a
+lower dirty ratio let the cleaner keep the topic near its live bytes (L days of history, the live parts,
+the tails). Tombstones themselves stay `delete.retention.ms` (Kafka's default, 1 day) after a cleaning."""
 ROCKSDB_OPTIONS = {
     "write_buffer_size": 8 * MIB,
     "max_write_buffer_number": 2,

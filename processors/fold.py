@@ -295,7 +295,10 @@ class Folder:
         return Record(self.metrics_topic, log.state.vendor_id.encode(), orjson.dumps(body))
 
     def roll(self, now_ms: int, every_vendor: Callable[[], list[tuple[str, int]]]) -> list[Record]:
-        """At a new UTC day: prune detail no live snapshot needs and re-emit every vendor as of now."""
+        """At a new UTC day: prune detail no live snapshot needs and re-emit every vendor as of now.
+
+        Nothing is written for it: a restore from the unpruned checkpoint gives the same snapshots (the
+        days it keeps on top are read by none), and the vendor's next checkpoint stores the pruned state."""
         day = now_ms // DAY_MS
         if self.current_day is None:
             self.current_day = day
@@ -307,8 +310,6 @@ class Folder:
         for vendor_id, partition in every_vendor():
             log = self.vendor(vendor_id, partition)
             prune(log.state, now_ms, self.period_days)
-            log.force_checkpoint = True
-            self.dirty_by_partition.setdefault(partition, set()).add(vendor_id)
             self.last_emit[vendor_id] = now_ms
             out.append(self.snapshot_record(log, now_ms))
         return out

@@ -135,7 +135,8 @@ def test_at_utc_midnight_every_vendor_is_re_emitted_as_of_the_new_day() -> None:
         "trend": "down",
         "percentage": -100.0,
     }
-    assert folder.flush(0)[0][0] == b"v1"  # pruned state is checkpointed at the next flush
+    assert folder.vendors["v1"].state.floor == midnight + 5  # pruned: no snapshot asks for an earlier T
+    assert [key for key, _ in folder.flush(0)] == [b"v1\x000000000000000000"]  # no forced checkpoint
 
 
 def snapshot_of(value: bytes | None) -> dict:  # type: ignore[type-arg]
