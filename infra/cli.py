@@ -199,8 +199,8 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Run the metrics worker (Faust): fold orders and inventory into per-vendor snapshots."""
-    from processors.app import run_worker
     from processors.settings import worker_settings
+    from processors.worker.faust_app import run_worker
 
     try:
         settings = worker_settings()

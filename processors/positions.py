@@ -59,6 +59,16 @@ class InputPositions(Generic[K]):
         self.expected = dict(targets)
         self._gaps.clear()
 
+    def run(self, tp: K, first: int, last: int, count: int) -> bool:
+        """`check` for a whole run of records at once, in the common case only: `count` records from
+        offset `first` to `last` with none missing, starting exactly at the expected offset. True when
+        so (all are to fold; the expected offset moves past them); False to check them one by one."""
+        if self.expected.get(tp) != first or last - first + 1 != count:
+            return False
+        self._gaps.pop(tp, None)
+        self.expected[tp] = last + 1
+        return True
+
     def check(self, tp: K, offset: int, now: float) -> Verdict:
         expected = self.expected.get(tp)
         if expected is None:  # a partition the last reset did not name: nothing to hold it against

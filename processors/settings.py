@@ -21,11 +21,6 @@ class WorkerSettings(KafkaSettings):
     session_timeout_s: float = Field(
         default=10.0, ge=6.0, description="a crashed worker's partitions move after this long"
     )
-    direct_drain: bool = Field(
-        default=True,
-        description="hand fetched records to the streams directly, not through Faust's per-record "
-        "wait_first (processors/consumer.py)",
-    )
     store: str = Field(
         default="auto", description="rocksdb, memory, or auto (rocksdb where rocksdict imports)"
     )

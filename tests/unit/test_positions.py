@@ -60,3 +60,14 @@ def test_a_reset_forgets_pending_gaps_and_partitions_are_independent() -> None:
     assert positions.check(TP, 3, 0.0) is Verdict.FOLD
     # a partition the reset did not name is taken as it comes
     assert positions.check(("orders", 9), 40, 0.0) is Verdict.FOLD
+
+
+def test_a_run_of_the_expected_offsets_is_folded_at_once_and_anything_else_checked_one_by_one() -> None:
+    positions: InputPositions[str] = InputPositions()
+    positions.reset({"a": 10})
+    assert positions.run("a", 10, 14, 5)
+    assert positions.expected["a"] == 15
+    assert not positions.run("a", 15, 20, 5)  # one offset missing in between: not a plain run
+    assert not positions.run("a", 16, 20, 5)  # starts past the expected offset: a gap
+    assert not positions.run("b", 0, 4, 5)  # a partition the reset did not name
+    assert positions.expected == {"a": 15}

@@ -1,0 +1,216 @@
+"""The worker's Faust app: the wiring of the parts, and `run_worker`.
+
+Faust runs the consumer group (its assignor keeps a vendor's `orders` and `inventory` partitions and
+its table partition on one worker), the table (RocksDB, restored from its changelog on a rebalance or
+after a crash) and the timers. The input takes the batch loop's path (`batch.py`); the agent over the
+input topics only declares them to Faust, and never receives a record (`faust_patches.py`, 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from infra.logs import limit_repeated_logs
+from infra.topics import Topics, broker_count, ensure_topics
+from processors.changelog import HistoryMemory, VendorLog, restore
+from processors.fold import Folder, Record
+from processors.settings import WorkerSettings
+from processors.worker.batch import BatchLoop
+from processors.worker.counters import Counters
+from processors.worker.diagnostics import dump_tasks, dump_tasks_on_sigusr1, trace_batches, tracing
+from processors.worker.faust_patches import ProducerBatches, TableStore, use_input_consumer
+from processors.worker.watchdogs import RECOVERY_CHECK_S, STALL_CHECK_S, Watchdogs
+from schemas.codec import FastavroCodec
+
+log = logging.getLogger("vendorpulse.worker")
+TABLE = "vendor-state-v2"
+"""The table (and its changelog topic's) name; the version is that of the table layout
+(processors/changelog.py): a worker of a new layout starts a new table and folds the input again."""
+MIB = 1024 * 1024
+CHANGELOG_CONFIG = {"segment.bytes": 64 * MIB, "min.cleanable.dirty.ratio": 0.25}
+"""The changelog topic's compaction (it is created with these; an existing topic keeps its own). Kafka
+compacts only closed segments, and rolls one at 1 GiB or after 7 days by default: the history's deletes
+(tombstones, processors/changelog.py) would free nothing for days at a modest rate. 64 MiB segments and a
+lower dirty ratio let the cleaner keep the topic near its live bytes (L days of history, the live parts,
+the tails). Tombstones themselves stay `delete.retention.ms` (Kafka's default, 1 day) after a cleaning."""
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 8 * MIB,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 * MIB,
+    "block_cache_compressed_size": 4 * MIB,
+}
+"""Per table partition (one RocksDB each). Faust's defaults are 3 x 64 MiB of write buffers and a 2 GiB
+block cache *per partition*: resident memory would grow with every write until the buffers filled. The
+history is read through the worker's own cache (`HistoryMemory`), so a small block cache costs little."""
+
+
+def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | None = None) -> faust.App:
+    """The worker app; `partitions` is the input topics' partition count (default: the setting)."""
+    topics = Topics.for_prefix(settings.topic_prefix)
+    partitions = partitions or settings.partitions
+    app = faust.App(
+        app_id(settings),
+        broker=f"kafka://{settings.bootstrap}",
+        store=settings.store_url,
+        datadir=str(data_dir(settings)),
+        autodiscover=False,
+        web_enabled=False,
+        topic_partitions=partitions,
+        topic_replication_factor=replicas,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        table_standby_replicas=0,
+        stream_wait_empty=False,
+        broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 4,
+        processing_guarantee="at_least_once",
+        producer_linger=0.005,  # batch the changelog, snapshot and activity records
+        producer_max_batch_size=512 * 1024,
+        key_serializer="raw",
+        value_serializer="raw",  # keys and values are bytes we encode ourselves
+    )
+    source = app.topic(topics.orders, topics.inventory, key_type=bytes, value_type=bytes)
+    table = app.Table(
+        TABLE, partitions=partitions, key_type=bytes, value_type=bytes, options=ROCKSDB_OPTIONS,
+        extra_topic_configs=CHANGELOG_CONFIG,
+    )  # fmt: skip
+    store = TableStore(table)
+    codec = FastavroCodec()
+    memory = HistoryMemory(settings.history_cache, settings.history_pending)
+
+    def load(vendor_id: str, partition: int) -> VendorLog:
+        return restore(vendor_id, partition, store.getter(partition), codec, settings.lateness_days, memory)
+
+    folder = Folder(
+        codec,
+        orders_topic=topics.orders,
+        inventory_topic=topics.inventory,
+        metrics_topic=topics.metrics,
+        activity_topic=topics.activity,
+        dlq_topics={topics.orders: topics.orders_dlq, topics.inventory: topics.inventory_dlq},
+        load=load,
+        period_days=settings.period_days,
+        snapshot_interval_ms=settings.snapshot_interval_ms,
+        memory=memory,
+    )
+    counters = Counters.load(data_dir(settings) / "counters.json")
+    loop = BatchLoop(
+        app, folder, store, ProducerBatches(app), table.changelog_topic.get_topic_name(),
+        (topics.orders, topics.inventory), settings.flush_max_events, settings.flush_interval_ms, counters,
+    )  # fmt: skip
+    app.batch_loop = loop  # type: ignore[attr-defined]  # for tests and the benchmark's profile
+    app.folder = folder  # type: ignore[attr-defined]
+    use_input_consumer(app, (topics.orders, topics.inventory), loop.input.offer)
+    watchdogs = Watchdogs(app, loop, counters, command_line())
+    watchdogs.dump_tasks = dump_tasks
+    if tracing():
+        trace_batches(loop)
+
+    async def send(records: list[Record]) -> Any:
+        return await loop.send(records)
+
+    async def declare_input(stream: Any) -> None:
+        """Declares the input topics to Faust (subscription, co-partitioned assignment); the records
+        go to the batch loop instead (faust_patches.InputConsumer)."""
+        async for _ in stream:  # pragma: no cover  (never delivered)
+            pass
+
+    async def run_batches() -> None:
+        await loop.run()
+
+    async def start_diagnostics() -> None:
+        """Faust has set up logging by now: repeated Kafka client errors once per 10 s (infra/logs.py),
+        and `kill -USR1` dumps the tasks."""
+        limit_repeated_logs()
+        dump_tasks_on_sigusr1()
+
+    async def emit_snapshots() -> None:
+        await loop.emit_snapshots(send)
+
+    async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        loop.on_revoked()
+
+    async def on_recovered(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await loop.on_recovered()
+
+    # Faust's decorators are untyped: registered through `Any`, the functions keep their types.
+    faust_app: Any = app
+    faust_app.agent(source)(declare_input)
+    faust_app.task(run_batches)
+    faust_app.task(start_diagnostics)
+    faust_app.timer(max(settings.snapshot_interval_ms, 10) / 1000)(emit_snapshots)
+    faust_app.timer(STALL_CHECK_S)(watchdogs.watch_input)
+    faust_app.timer(RECOVERY_CHECK_S)(watchdogs.watch_recovery)
+    faust_app.on_partitions_revoked.connect(on_revoked)
+    faust_app.on_rebalance_complete.connect(on_recovered)
+    return app
+
+
+def command_line() -> list[str]:
+    """This process's arguments to Python: `-m infra worker …` or the `vendorpulse` script's path."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is not None:
+        return ["-m", spec.name.removesuffix(".__main__"), *sys.argv[1:]]
+    return sys.argv
+
+
+def app_id(settings: WorkerSettings) -> str:
+    return f"{settings.topic_prefix}{settings.app_id}"
+
+
+def data_dir(settings: WorkerSettings) -> Path:
+    from infra.kafka import default_state_dir
+
+    return settings.data_dir or default_state_dir() / "worker" / app_id(settings)
+
+
+def run_worker(settings: WorkerSettings, loglevel: str = "info") -> None:
+    """Create the topics if missing, then run the worker until stopped (Ctrl-C or SIGTERM).
+
+    A RocksDB table store is only trusted after a clean stop: after a crash it may hold writes whose
+    changelog records never reached Kafka, so it is discarded and the table restored from the changelog.
+    """
+    topics = Topics.for_prefix(settings.topic_prefix)
+    marker = data_dir(settings) / "clean-shutdown"
+    tables = data_dir(settings) / "v1" / "tables"
+    if settings.store_url.startswith("rocksdb") and tables.exists() and not marker.exists():
+        log.warning("the last run did not stop cleanly: restoring the table from its changelog")
+        shutil.rmtree(tables)
+    marker.unlink(missing_ok=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+
+    async def prepare() -> tuple[int, int]:
+        counts = await ensure_topics(settings.bootstrap, topics, settings.partitions)
+        return min(3, await broker_count(settings.bootstrap)), counts[topics.orders]
+
+    replicas, partitions = asyncio.run(prepare())
+    app = create_app(settings, replicas, partitions)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    # The start-up spinner sets the root logger to DEBUG so that it spins on every record: every
+    # aiokafka debug() call then builds a LogRecord (about 30 µs an event). No spinner, no cost.
+    worker.spinner = None
+    profile = os.environ.get("VENDORPULSE_PROFILE")  # a path: write a cProfile of the run there
+    profiler = cProfile.Profile() if profile else None
+    try:
+        if profiler:
+            profiler.enable()
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if profiler and profile:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        if exc.code in (0, None):
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        raise

@@ -1,0 +1,94 @@
+"""The worker's self-healing paths, each counted, logged at WARNING or ERROR, and kept in the data
+directory's `counters.json`, so an operator sees that one fired and a test can assert that none did.
+
+- `watch_input`: an input partition with records to fold that delivered none for `STALL_AFTER_S` is
+  resumed and sought to the next offset to fold (`input_resumes`). After a recovery interrupted by a
+  second rebalance, Faust was seen to leave assigned input partitions without a record reaching the
+  worker while their records waited in Kafka.
+- `watch_recovery`: a rebalance whose table recovery has not moved for `RECOVERY_STALL_S` replaces the
+  worker with a fresh process (same pid, same arguments; `recovery_restarts`). Faust's recovery was
+  seen to stop for good ("No event received for active tp ... since recovery start", changelog records
+  buffered and never applied; like faust-streaming/faust#74); a new process restores from the changelog,
+  as after a SIGKILL.
+- The batch loop's seeks back over a gap in the input (`gap_seeks`, processors/positions.py) are not a
+  watchdog but a guard; they are counted here too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from faust.types import AppT
+
+from processors.worker.batch import BatchLoop
+from processors.worker.counters import Counters
+
+log = logging.getLogger("vendorpulse.worker")
+STALL_CHECK_S = 1.0
+STALL_AFTER_S = 3.0
+RECOVERY_CHECK_S = 5.0
+RECOVERY_STALL_S = 45.0
+
+
+class Watchdogs:
+    def __init__(self, app: AppT, loop: BatchLoop, counters: Counters, command_line: list[str]) -> None:
+        self.app = app
+        self.loop = loop
+        self.counters = counters
+        self.command_line = command_line
+        self.recovery_offsets: dict[Any, int] | None = None
+        self.recovery_moved_at = 0.0
+        self.dump_tasks: Callable[[], None] = lambda: None
+
+    async def watch_input(self) -> None:
+        loop, app = self.loop, self.app
+        positions = loop.positions
+        if loop.paused or app.should_stop or not positions.expected:
+            return
+        consumer: Any = app.consumer
+        assigned = consumer.assignment()
+        tps = [tp for tp in positions.expected if tp in assigned]
+        if not tps:
+            return
+        ends = await consumer.highwaters(*tps)
+        now = time.monotonic()
+        for tp in tps:
+            expected, end = positions.expected[tp], ends.get(tp)
+            if end is None or end <= expected or loop.paused:
+                continue
+            quiet = now - max(loop.delivered_at.get(tp, 0.0), loop.resumed_at)
+            if quiet < STALL_AFTER_S:
+                continue
+            log.warning(
+                "watchdog: input %s:%s has records %s..%s to fold but delivered none for %.0f s: resuming it "
+                "and seeking it there (Faust: paused %s, active %s, buffered %s, read offset %s, flow %s)",
+                tp.topic, tp.partition, expected, end - 1, quiet, tp in consumer._paused_partitions,
+                tp in consumer._get_active_partitions(), tp in consumer._buffered_partitions,
+                consumer._read_offset.get(tp), app.flow_control.is_active(),
+            )  # fmt: skip
+            self.counters.bump("input_resumes")
+            loop.delivered_at[tp] = now  # another period before the next attempt
+            consumer.resume_partitions([tp])
+            await loop.seek_back({tp: expected})
+
+    async def watch_recovery(self) -> None:
+        now = time.monotonic()
+        offsets = dict(cast(Any, self.app.tables).recovery.active_offsets) if self.loop.paused else None
+        if offsets is None or offsets != self.recovery_offsets or self.app.should_stop:
+            self.recovery_offsets, self.recovery_moved_at = offsets, now
+            return
+        if now - self.recovery_moved_at < RECOVERY_STALL_S:
+            return
+        log.error(
+            "watchdog: table recovery made no progress for %.0f s (offsets %s): restarting the worker",
+            now - self.recovery_moved_at, offsets,
+        )  # fmt: skip
+        self.counters.bump("recovery_restarts")
+        self.dump_tasks()
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, *self.command_line])
