@@ -3,9 +3,7 @@ worker processes, produce->snapshot latency at a steady load, and where the work
 
     python -m bench.processor [--events 60000] [--repeats 3] [--rate 1000] [--latency-seconds 20]
 
-The one-worker run is made with both ways of handing fetched records to the streams (Faust's own,
-`VENDORPULSE_DIRECT_DRAIN=false`, and processors/consumer.py's), interleaved, `--repeats` times each;
-the table gives medians.
+The one- and two-worker runs are interleaved, `--repeats` times each; the table gives medians.
 
 Runs against KAFKA_BOOTSTRAP_SERVERS, or a private local broker it starts on port 48092 and stops.
 Prints a table and writes bench/results/processor.json.
@@ -274,15 +272,8 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> dict[str, obje
     data = Path(tempfile.mkdtemp(prefix="vp-bench-"))
     events = sim(args.events, vendors=args.vendors)
     profile = data / "worker.prof"
-    runs: dict[str, list[dict[str, float]]] = {
-        "one_worker": [],
-        "one_worker_faust_drain": [],
-        "two_workers": [],
-    }
+    runs: dict[str, list[dict[str, float]]] = {"one_worker": [], "two_workers": []}
     for _ in range(args.repeats):
-        runs["one_worker_faust_drain"].append(
-            await end_to_end(bootstrap, events, 1, data, None, {"VENDORPULSE_DIRECT_DRAIN": "false"})
-        )
         runs["one_worker"].append(await end_to_end(bootstrap, events, 1, data, None))
         runs["two_workers"].append(await end_to_end(bootstrap, events, 2, data, None))
     medians = {name: median_run(r) for name, r in runs.items()}
@@ -332,7 +323,6 @@ def main() -> None:
     table.add_row("snapshot as of now, µs (median)", f"{core['snapshot_us']:,.0f}")
     table.add_row("Avro decode (fastavro codec), events/s", f"{core['decode_per_s']:,.0f}")
     for label, key in (
-        ("1 worker, Faust's record hand-off", "one_worker_faust_drain"),
         ("1 worker", "one_worker"),
         ("2 workers", "two_workers"),
     ):

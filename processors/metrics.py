@@ -37,6 +37,7 @@ import enum
 import heapq
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from processors.exceptions import PeriodError, UnsupportedEventError
@@ -501,11 +502,16 @@ def tenths(numerator: int, denominator: int) -> float:
 def iso_millis(t: int) -> str:
     """ISO-8601 UTC with milliseconds and Z, e.g. 2024-03-01T00:00:00.000Z."""
     day, ms = divmod(t, DAY_MS)
-    year, month, dom = civil(day)
     seconds, ms = divmod(ms, 1000)
     minutes, seconds = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{year:04d}-{month:02d}-{dom:02d}T{hours:02d}:{minutes:02d}:{seconds:02d}.{ms:03d}Z"
+    return f"{_date(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{ms:03d}Z"
+
+
+@lru_cache(maxsize=1024)
+def _date(day: int) -> str:
+    year, month, dom = civil(day)
+    return f"{year:04d}-{month:02d}-{dom:02d}"
 
 
 def _month_label(month: int) -> str:
