@@ -11,9 +11,11 @@ from collections.abc import Callable
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from infra.settings import KafkaSettings
@@ -185,3 +187,62 @@ def test_export_and_import_round_trip_through_kafka(
     assert twice.snapshots == original.snapshots
     assert twice.counts.applied == once.counts.applied
     assert twice.counts.duplicates == 2 * once.counts.duplicates + once.counts.applied
+
+
+def test_an_import_keeps_each_records_timestamp_so_the_horizon_replays_the_same(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    """Thirty days of traffic stamped as it happened, and old events re-sent today (too late with
+    L = 5): exported and imported, every record keeps its timestamp and its topic's order, so a replay of
+    the copy, and of the files, gives the source's snapshots and refusals."""
+    now = int(time.time() * 1000)
+    config = SimConfig(
+        vendors=3, products=10, customers=40, seed=41, start_ms=now - 30 * DAY, step_ms=30 * DAY // 1200
+    )
+    events = [e for _, e in islice(EventGenerator(config), 1200)]
+    stamped = [(e.occurred_at + 5_000, e) for e in events] + [(now, e) for e in events[:300:25]]
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            for ts, e in stamped:
+                topic = topics.orders if type(e).__name__.startswith("Order") else topics.inventory
+                await producer.send(topic, codec.encode(e), key=e.vendor_id.encode(), timestamp_ms=ts)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+    source = settings_for(kafka_bootstrap, topics).model_copy(update={"lateness_days": 5})
+    run_export(source, out_dir=tmp_path / "archive", progress=False)
+    copy = make_topics()
+    asyncio.run(ensure_topics(kafka_bootstrap, copy, partitions=3))
+    target = settings_for(kafka_bootstrap, copy).model_copy(update={"lateness_days": 5})
+    run_import(target, [tmp_path / "archive"], progress=False)
+    stamps = {
+        t: sorted((r.key, r.timestamp, r.value) for r in asyncio.run(read_records(kafka_bootstrap, t)))
+        for t in (topics.orders, copy.orders)
+    }
+    assert stamps[topics.orders] == stamps[copy.orders]  # every record, with its own timestamp
+    as_of = int(time.time() * 1000)
+    original = run_replay(source, as_of_ms=as_of, progress=False)
+    imported = run_replay(target, as_of_ms=as_of, progress=False)
+    from_files = run_replay_files(source, [tmp_path / "archive"], as_of_ms=as_of, progress=False)
+    assert original.counts.refused["too_late"] == 12
+    assert imported.snapshots == original.snapshots == from_files.snapshots
+    assert imported.counts.refused == original.counts.refused == from_files.counts.refused
+
+
+async def read_records(bootstrap: str, topic: str) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        while batch := await consumer.getmany(timeout_ms=1500):
+            out += [r for records in batch.values() for r in records]
+    finally:
+        await consumer.stop()
+    return out
