@@ -50,6 +50,18 @@ class UnknownFingerprint(CodecError):
         )
 
 
+class UnknownSchemaId(CodecError):
+    """The schema registry says it has no schema with the Confluent-framed message's id."""
+
+    code = "unknown_schema_id"
+
+
+class UnreadableSchema(CodecError):
+    """The registry's schema for the message's id cannot be read into a vendorpulse event record."""
+
+    code = "unreadable_schema"
+
+
 class TruncatedBody(CodecError):
     """The message ended before its header or its body was complete."""
 
@@ -77,3 +89,25 @@ class InvalidEvent(CodecError):
         super().__init__(f"{type(event).__name__} {event.event_id!r}: {reason}")
         self.reason = reason
         self.event = event
+
+
+class RegistryError(Exception):
+    """Root of the errors of talking to a schema registry (not bad input: nothing goes to the DLQ)."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The schema registry did not answer (or answered with a server error) for longer than allowed."""
+
+
+class SchemaNotPrepared(RegistryError):
+    """A Confluent-framed message was decoded before its schema id was resolved: a bug of the caller."""
+
+    def __init__(self, schema_id: int) -> None:
+        self.schema_id = schema_id
+        super().__init__(
+            f"schema id {schema_id} was not resolved; call `await resolver.prepare(values)` before decoding"
+        )
+
+
+class RegistrationRefused(RegistryError):
+    """The registry refused a schema version (incompatible with its subject, or invalid)."""
