@@ -236,6 +236,12 @@ def simulate(
         ),
     ] = None,
     step_ms: Annotated[int, typer.Option(min=0)] = 10,
+    framing: Annotated[
+        str,
+        typer.Option(
+            help="single-object, confluent (AvroSerializer and VENDORPULSE_SCHEMA_REGISTRY_URL) or mixed"
+        ),
+    ] = "single-object",
 ) -> None:
     """Produce realistic orders, cancellations, product upserts and stock changes to Kafka."""
     from datetime import datetime
@@ -267,11 +273,12 @@ def simulate(
             return await produce(
                 settings.bootstrap, names.orders, names.inventory, config,
                 rate=rate, count=count, duration=duration, on_progress=lambda s: live.update(line(s)),
+                framing=framing, registry_url=settings.schema_registry_url,
             )  # fmt: skip
 
     try:
         summary = asyncio.run(run())
-    except InfraError as exc:
+    except (InfraError, ValueError) as exc:
         raise _fail(exc) from exc
     except KeyboardInterrupt:
         raise typer.Exit(code=130) from None

@@ -33,7 +33,7 @@ import time
 import weakref
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 from faust.streams import _current_event
@@ -57,6 +57,9 @@ from processors.fold import Folder, Record
 from processors.positions import InputPositions, Verdict
 from processors.settings import WorkerSettings
 from schemas.codec import FastavroCodec
+
+if TYPE_CHECKING:
+    from schemas.confluent import SchemaResolver
 
 log = logging.getLogger("vendorpulse.worker")
 STALL_CHECK_S = 1.0
@@ -112,6 +115,8 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         "vendor-state", partitions=partitions, key_type=bytes, value_type=bytes, options=ROCKSDB_OPTIONS
     )
     codec = FastavroCodec()
+    resolver = schema_resolver(settings, codec)  # None without VENDORPULSE_SCHEMA_REGISTRY_URL
+    app.schema_resolver = resolver  # type: ignore[attr-defined]  # its .status: for tests and diagnosis
     index: dict[str, tuple[int, list[bytes]]] | None = None
 
     def vendor_index() -> dict[str, tuple[int, list[bytes]]]:
@@ -215,10 +220,15 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         # batch: fold; outputs delivered; table written and its changelog delivered; then acked.
         # So a crash never leaves a stored state whose outputs are missing, and a committed offset is
         # never ahead of the changelog.
+        nonlocal resumed_at
         interval = settings.flush_interval_ms / 1000
         async for batch in stream.noack_take(settings.flush_max_events, within=interval):
             if tracing:
                 trace(batch)
+            # Confluent-framed input: new schema ids resolved first; through a registry outage this
+            # waits (and says so), and no partition counts as stalled meanwhile (watch_input).
+            if resolver is not None and await resolver.prepare([e.message.value for e in batch]):
+                resumed_at = time.monotonic()
             if paused or app.should_stop:
                 continue  # read during a rebalance: not acked, so read again once it completes
             generation, epoch = app.consumer_generation_id, revocations
@@ -437,7 +447,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         with records beyond the next offset to fold that has delivered nothing for `STALL_AFTER_S`
         is resumed and sought to that offset; what it then delivers is checked as any other input.
         """
-        if paused or app.should_stop or not positions.expected:
+        if paused or app.should_stop or not positions.expected or (resolver and resolver.waiting):
             return
         consumer = cast(Consumer, app.consumer)
         assigned = consumer.assignment()
@@ -526,6 +536,15 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         gc.set_threshold(20_000, 50, 100)
 
     return app
+
+
+def schema_resolver(settings: WorkerSettings, codec: FastavroCodec) -> SchemaResolver | None:
+    """With a schema registry configured, what resolves Confluent schema ids into `codec` (contract §3)."""
+    if not settings.schema_registry_url:
+        return None
+    from schemas.confluent import SchemaResolver
+
+    return SchemaResolver(codec, settings.schema_registry_url)
 
 
 def command_line() -> list[str]:

@@ -57,6 +57,7 @@ from processors.replay import (
     quiet_gc,
     read,
 )
+from processors.schema_ids import with_schemas
 from schemas.codec import Codec, FastavroCodec, SchemaVersion, fingerprint, strip_logical_types
 from schemas.events import (
     EVENT_TYPES,
@@ -265,7 +266,10 @@ def run_export(
                 out_dir, types, topics, meta, codec_name=codec_name, overwrite=overwrite
             ) as archive:
                 with meter("export", sum(s.size for s in spans), progress) as m:
-                    async for _, records in read(consumer, spans, m):
+                    batches = read(consumer, spans, m)
+                    async for _, records in with_schemas(
+                        batches, archive.codec, settings.schema_registry_url
+                    ):
                         for r in records:
                             archive.add(r)
                         total += len(records)

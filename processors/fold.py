@@ -184,7 +184,7 @@ class Folder:
         outcome = apply(state, event)
         if outcome.status is Status.APPLIED:
             self.stats.applied += 1
-            log.accepted(value, version)
+            log.accepted(self.codec.stored_form(value, event), version)  # restorable without a registry
             self.snapshot_due.add(vendor_id)
             return [self._activity(event, state.version)] if isinstance(event, OrderPlaced) else []
         if outcome.status is Status.DUPLICATE:

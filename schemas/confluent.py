@@ -30,7 +30,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,20 +143,28 @@ class SchemaResolver:
         self._pending: list[int] = []
         self._began = 0.0
 
-    async def prepare(self, values: Iterable[bytes | None], *, give_up_after: float | None = None) -> None:
+    @property
+    def waiting(self) -> bool:
+        """A `prepare` is asking the registry (or waiting for it to answer) right now."""
+        return self._lock.locked()
+
+    async def prepare(self, values: Sequence[bytes | None], *, give_up_after: float | None = None) -> bool:
         """Resolve every schema id in `values` the codec does not know yet, so that they decode.
 
         Returns at once when there is none (the common case: one pass over the values' first bytes).
         While the registry does not answer it retries, with backoff up to `max_backoff_s`, for ever or
-        until `give_up_after` seconds passed (then `RegistryUnavailable`). Cancellable.
+        until `give_up_after` seconds passed (then `RegistryUnavailable`). Cancellable. Returns whether
+        it had to wait through an outage.
         """
         missing = self.codec.unresolved_ids(values, time.monotonic())
         if not missing:
-            return
+            return False
         async with self._lock:  # one caller resolves; another waiting for the same ids finds them known
             missing = self.codec.unresolved_ids(values, time.monotonic())
+            outages = self.status.outages
             if missing:
                 await self._resolve(sorted(missing), give_up_after)
+            return self.status.outages != outages
 
     async def _resolve(self, ids: list[int], give_up_after: float | None) -> None:
         self._pending = ids  # narrowed by each attempt to the ids still without an answer
