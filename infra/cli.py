@@ -412,7 +412,10 @@ def replay(
         str | None, typer.Option(help="comma-separated vendor ids (default: every vendor)")
     ] = None,
     out: Annotated[
-        str | None, typer.Option(help="JSON Lines file, one snapshot per vendor ('-' for stdout)")
+        str | None,
+        typer.Option(
+            help="one snapshot per vendor: JSON Lines ('-' for stdout), or Parquet if it ends in .parquet"
+        ),
     ] = None,
     publish: Annotated[
         str | None, typer.Option(help="publish the snapshots to this (compacted) topic")
@@ -457,22 +460,24 @@ def export(
     topic: Annotated[str, typer.Option(help="orders, inventory or all")] = "all",
     from_: Annotated[str | None, typer.Option("--from", help="ISO time: records stamped from then")] = None,
     to: Annotated[str | None, typer.Option("--to", help="ISO time: records stamped until then")] = None,
-    out_dir: Annotated[Path, typer.Option(help="folder for one Avro container file per event type")] = Path(
-        "export"
-    ),
+    out_dir: Annotated[Path, typer.Option(help="folder for one file per event type")] = Path("export"),
+    file_format: Annotated[
+        str, typer.Option("--format", help="avro (Object Container Files) or parquet (for pandas, DuckDB)")
+    ] = "avro",
     overwrite: Annotated[bool, typer.Option(help="replace files already in the folder")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
-    """Write a topic's events in a time range to Avro Object Container Files (undecodable ones are listed)."""
+    """Write a topic's events in a time range to Avro or Parquet files, one per event type (undecodable ones are listed)."""
     from infra.settings import kafka_settings
     from processors.archive import run_export
     from processors.exceptions import ReplayError
 
     try:
         summary = run_export(
-            kafka_settings(), topic, _ms(from_, "--from"), _ms(to, "--to"), out_dir, progress, overwrite
-        )
+            kafka_settings(), topic, _ms(from_, "--from"), _ms(to, "--to"), out_dir, progress, overwrite,
+            file_format=file_format,
+        )  # fmt: skip
     except ReplayError as exc:
         raise _fail(exc) from exc
     skipped = sum(summary.skipped.values())

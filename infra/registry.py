@@ -147,7 +147,7 @@ class LocalRegistry:
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
-            if self.pid() is None:
+            if self._exited():
                 tail = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
                 raise RegistryStartError(
                     f"the schema registry exited during start; {self.log_file} ends:\n{tail}"
@@ -162,6 +162,10 @@ class LocalRegistry:
         raise RegistryStartError(
             f"the schema registry at {self.url} did not answer within {timeout:.0f}s ({last})"
         )
+
+    def _exited(self) -> bool:
+        # A child just spawned may not have exec'd yet (its environment is still ours): ask the child.
+        return self._child.poll() is not None if self._child is not None else self.pid() is None
 
     def signal(self, sig: int) -> bool:
         """Send `sig` to the registry (SIGSTOP/SIGCONT make it stop answering, then answer again)."""

@@ -457,7 +457,12 @@ def deliver(
 ) -> None:
     """Write and/or publish the summary's snapshots (recorded in the summary)."""
     if out_path is not None:
-        write_jsonl(out_path, summary.snapshots)
+        if str(out_path).endswith(".parquet"):
+            from processors.parquet import write_snapshots
+
+            write_snapshots(out_path, summary.snapshots)
+        else:
+            write_jsonl(out_path, summary.snapshots)
         summary.out_path = str(out_path)
     if publish_topic is not None:
         # as many partitions as the input has (or would have), so snapshots spread like the input

@@ -35,8 +35,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastavro import parse_schema
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay, stop_never
-from tenacity import wait_exponential_jitter as backoff
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    stop_never,
+    wait_exponential,
+    wait_random,
+)
 
 from schemas.codec import Codec, SchemaVersion, fingerprint, strip_logical_types
 from schemas.compat import incompatibilities
@@ -171,7 +178,7 @@ class SchemaResolver:
         self._began = time.monotonic()
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_NoAnswerError),
-            wait=backoff(initial=0.2, max=self.max_backoff_s),
+            wait=wait_exponential(multiplier=0.2, max=self.max_backoff_s) + wait_random(0, 0.2),
             stop=stop_after_delay(give_up_after) if give_up_after is not None else stop_never,
             before_sleep=self._waiting,
             reraise=True,
@@ -238,13 +245,32 @@ class SchemaResolver:
             self._reported = now
             log.warning("%s", status.describe())
 
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class RegistryProbe:
+    """Whether the registry answers a cheap request (`GET /config`), asked at most every `every_s`
+    (for `/readyz`, which load balancers poll often)."""
+
+    def __init__(self, url: str, every_s: float = 2.0, timeout_s: float = 1.0) -> None:
+        self.url = url
+        self.every_s = every_s
+        self.error = ""
+        self._client = registry_client(url, timeout_s)
+        self._answer: tuple[float, bool] = (-1e9, False)
+
     async def reachable(self) -> bool:
-        """Whether the registry answers a cheap request (`GET /config`) now; updates nothing else."""
+        asked_at, answer = self._answer
+        if time.monotonic() - asked_at < self.every_s:
+            return answer
         try:
             await self._client.get_compatibility()
-        except Exception:  # any failure means "not now"
-            return False
-        return True
+            self.error, answer = "", True
+        except Exception as exc:  # any failure means "not now"
+            self.error, answer = f"{type(exc).__name__}: {exc}"[:300], False
+        self._answer = (time.monotonic(), answer)
+        return answer
 
     async def aclose(self) -> None:
         await self._client.aclose()
