@@ -204,7 +204,7 @@ def test_evolved_writers_are_read_unknown_and_unreadable_ids_go_to_the_dlq(
     assert "com.acme.Order, not a vendorpulse event" in reasons[bad[0]][1]
     assert reasons[bad[1]][0] == "unreadable_schema"
     assert "OrderPlaced v1 cannot read" in reasons[bad[1]][1]
-    assert "total" in reasons[bad[1]][1]
+    assert "field total" in reasons[bad[1]][1]
     assert reasons[bad[2]][0] == "unknown_schema_id"
     assert "no schema with id 2000000000" in reasons[bad[2]][1]
     assert worker.alive()
