@@ -362,11 +362,15 @@ def up(
     vendors: Annotated[int, typer.Option(min=1, help="simulated vendors")] = 5,
     rate: Annotated[float, typer.Option(min=0.1, help="simulated events per second")] = 20.0,
     simulate: Annotated[bool, typer.Option(help="run the simulator")] = True,
+    registry: Annotated[
+        bool,
+        typer.Option(help="a schema registry too (a local one unless configured); simulate both framings"),
+    ] = False,
 ) -> None:
     """Local Kafka, topics, worker, API and simulator at once; prints the dashboard URL. Ctrl-C stops all."""
     from infra.up import UpConfig, run
 
-    config = UpConfig(host=host, port=port, vendors=vendors, rate=rate, simulate=simulate)
+    config = UpConfig(host=host, port=port, vendors=vendors, rate=rate, simulate=simulate, registry=registry)
     raise typer.Exit(code=run(config, lambda line: typer.echo(line, err=not line.startswith("dashboard"))))
 
 
