@@ -116,7 +116,6 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
     )
     codec = FastavroCodec()
     resolver = schema_resolver(settings, codec)  # None without VENDORPULSE_SCHEMA_REGISTRY_URL
-    app.schema_resolver = resolver  # type: ignore[attr-defined]  # its .status: for tests and diagnosis
     index: dict[str, tuple[int, list[bytes]]] | None = None
 
     def vendor_index() -> dict[str, tuple[int, list[bytes]]]:

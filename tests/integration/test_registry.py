@@ -217,15 +217,13 @@ class OutageFigures:
     new_writer_during: int = 0
     sent_after: int = 0
     outage_s: float = 0.0
-    vendors_moved_during: int = 0
     caught_up_after_s: float = 0.0
 
     def __str__(self) -> str:
         return (
             f"registry stopped {self.outage_s:.1f} s; events sent before/during/after: {self.sent_before}/"
             f"{self.sent_during} (of them {self.new_writer_during} with the new writer)/{self.sent_after}; "
-            f"vendors whose snapshot moved during the outage: {self.vendors_moved_during}; exact "
-            f"{self.caught_up_after_s:.1f} s after the registry answered again"
+            f"exact {self.caught_up_after_s:.1f} s after the registry answered again"
         )
 
 
@@ -240,18 +238,21 @@ def test_a_registry_stopped_for_20s_under_load_loses_nothing_and_sends_nothing_t
     v2_schema = evolved_order_schema()
     figures = OutageFigures()
     sent: list[tuple[str, Event]] = []
-    config = SimConfig(vendors=4, products=10, customers=60, seed=31)
     worker = make_worker(schema_registry_url=url).start()
+    warm_up = SimConfig(vendors=4, products=10, customers=60, seed=31)  # the catalogs, in both framings
+    asyncio.run(produce(kafka_bootstrap, topics.orders, topics.inventory, warm_up, rate=0, count=120, keep=sent,
+                        framing="mixed", registry_url=url))  # fmt: skip
+    # The worker has folded (and so resolved the published ids) before the load and the outage begin.
+    wait_until(
+        lambda: bool(latest_snapshots(kafka_bootstrap, topics.metrics)), 90, "a first snapshot", worker
+    )
+    load = SimConfig(vendors=4, products=10, customers=60, seed=33)
     producing = threading.Thread(
-        target=lambda: asyncio.run(produce(kafka_bootstrap, topics.orders, topics.inventory, config, rate=120,
-                                           duration=40, keep=sent, framing="mixed", registry_url=url))
+        target=lambda: asyncio.run(produce(kafka_bootstrap, topics.orders, topics.inventory, load, rate=120,
+                                           duration=45, keep=sent, framing="mixed", registry_url=url))
     )  # fmt: skip
     producing.start()
-
-    # The worker has folded (and so resolved the published ids) before the registry stops.
-    wait_until(
-        lambda: bool(latest_snapshots(kafka_bootstrap, topics.metrics)), 60, "a first snapshot", worker
-    )
+    time.sleep(8)
     # A producer with a new writer version, registered (and cached by its serializer) before the outage:
     # its id is new to the worker, which must wait for the registry to read it.
     newer: list[Event] = [dataclasses.replace(e, order_id=f"v2-{e.order_id}") for _, e in islice(EventGenerator(SimConfig(vendors=4, products=10, customers=60, seed=32)), 4000) if isinstance(e, OrderPlaced)][:300]  # fmt: skip
@@ -283,11 +284,9 @@ def test_a_registry_stopped_for_20s_under_load_loses_nothing_and_sends_nothing_t
 
     during_v2: list[Event] = []
     before = len(sent)
-    versions_at_stop = {v: s["version"] for v, s in latest_snapshots(kafka_bootstrap, topics.metrics).items()}
     stop_at = time.monotonic() + 20
     asyncio.run(send_newer(stop_at, during_v2))
     time.sleep(max(0.0, stop_at - time.monotonic()))
-    moved = {v: s["version"] for v, s in latest_snapshots(kafka_bootstrap, topics.metrics).items()}
     assert "does not answer" in worker.output(), worker.output()
     registry.signal(signal.SIGCONT)  # answers again
     resumed, at_resume = time.monotonic(), len(sent)
@@ -295,7 +294,6 @@ def test_a_registry_stopped_for_20s_under_load_loses_nothing_and_sends_nothing_t
     producing.join()
     figures.sent_before, figures.sent_during = before, at_resume - before + len(during_v2)
     figures.new_writer_during, figures.sent_after = len(during_v2), len(sent) - at_resume
-    figures.vendors_moved_during = sum(moved.get(v, 0) != n for v, n in versions_at_stop.items())
     log = sent + [(topics.orders, e) for e in during_v2]
     assert_converges(kafka_bootstrap, topics, log, worker, within=120, codec=prepared_codec(kafka_bootstrap, topics, url))  # fmt: skip
     figures.caught_up_after_s = time.monotonic() - resumed
