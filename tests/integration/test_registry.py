@@ -257,7 +257,7 @@ def test_a_registry_stopped_for_20s_under_load_loses_nothing_and_sends_nothing_t
     # its id is new to the worker, which must wait for the registry to read it.
     newer: list[Event] = [dataclasses.replace(e, order_id=f"v2-{e.order_id}") for _, e in islice(EventGenerator(SimConfig(vendors=4, products=10, customers=60, seed=32)), 4000) if isinstance(e, OrderPlaced)][:300]  # fmt: skip
 
-    async def send_newer(stop_at: float, during: list[Event]) -> None:
+    async def send_newer(outage_s: float, during: list[Event]) -> float:
         client = AsyncSchemaRegistryClient({"url": url})
         await client.register_schema(subject, Schema(json.dumps(v2_schema), "AVRO"))
         v2 = await AsyncAvroSerializer(client, json.dumps(v2_schema), conf={"subject.name.strategy": by_topic_and_record, "auto.register.schemas": False})  # fmt: skip
@@ -265,6 +265,7 @@ def test_a_registry_stopped_for_20s_under_load_loses_nothing_and_sends_nothing_t
         await v2(newer[0].to_record() | {"channel": "app"}, context)  # looked up and cached now
         registry.signal(signal.SIGSTOP)  # the registry stops answering
         stopped = time.monotonic()
+        stop_at, figures.sent_before = stopped + outage_s, len(sent)
         from aiokafka import AIOKafkaProducer
 
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
@@ -280,19 +281,17 @@ def test_a_registry_stopped_for_20s_under_load_loses_nothing_and_sends_nothing_t
         finally:
             await producer.stop()
             await client.aclose()
-        figures.outage_s = stopped  # a duration once the registry answers again
+        return stopped
 
     during_v2: list[Event] = []
-    before = len(sent)
-    stop_at = time.monotonic() + 20
-    asyncio.run(send_newer(stop_at, during_v2))
-    time.sleep(max(0.0, stop_at - time.monotonic()))
+    stopped = asyncio.run(send_newer(20.0, during_v2))
+    time.sleep(max(0.0, stopped + 20.0 - time.monotonic()))
     assert "does not answer" in worker.output(), worker.output()
     registry.signal(signal.SIGCONT)  # answers again
     resumed, at_resume = time.monotonic(), len(sent)
-    figures.outage_s = resumed - figures.outage_s
+    figures.outage_s = resumed - stopped
     producing.join()
-    figures.sent_before, figures.sent_during = before, at_resume - before + len(during_v2)
+    figures.sent_during = at_resume - figures.sent_before + len(during_v2)
     figures.new_writer_during, figures.sent_after = len(during_v2), len(sent) - at_resume
     log = sent + [(topics.orders, e) for e in during_v2]
     assert_converges(kafka_bootstrap, topics, log, worker, within=120, codec=prepared_codec(kafka_bootstrap, topics, url))  # fmt: skip
