@@ -56,6 +56,8 @@ HEADER_SIZE = len(MAGIC) + 8
 CONFLUENT_MAGIC = 0
 """The first byte of the Confluent wire format (then a 4-byte big-endian schema id)."""
 CONFLUENT_HEADER_SIZE = 5
+MAX_IDS = 10_000
+"""Registry ids a codec remembers before it drops refusals that will be asked again anyway."""
 SCHEMA_DIR = Path(__file__).resolve().parent
 """The published schemas: every version of every event stays here."""
 
@@ -378,6 +380,9 @@ class Codec(abc.ABC):
         """Messages framed with `schema_id` are refused with `error(message)` until `until` (monotonic)."""
         if self._by_id is None:
             raise SchemaLoadError("call accept_confluent() first")
+        if len(self._by_id) >= MAX_IDS:  # garbage with random ids must not grow the table for ever
+            for stale in [i for i, v in self._by_id.items() if type(v) is _RefusedId and v.until < until]:
+                del self._by_id[stale]
         self._by_id[schema_id] = _RefusedId(error, message, until)
 
     def unresolved_ids(self, values: Iterable[bytes | None], now: float) -> set[int]:

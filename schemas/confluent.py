@@ -114,6 +114,7 @@ class RegistryStatus:
     """time spent waiting in all outages so far"""
     resolved: int = 0
     refused: dict[int, str] = field(default_factory=dict)
+    """the latest 100 ids refused (unknown or unreadable), with why"""
 
     def describe(self) -> str:
         if self.reachable:
@@ -210,7 +211,7 @@ class SchemaResolver:
             if isinstance(result, SchemaRegistryError) and result.http_status_code == 404:
                 message = f"the schema registry {self.url} has no schema with id {schema_id} ({result})"
                 self.codec.refuse_id(schema_id, UnknownSchemaId, message, now + self.retry_refused_s)
-                self.status.refused[schema_id] = message
+                self._note_refused(schema_id, message)
             elif isinstance(result, BaseException):
                 if isinstance(result, asyncio.CancelledError):
                     raise result
@@ -221,7 +222,7 @@ class SchemaResolver:
                 )
                 if isinstance(writer, str):
                     self.codec.refuse_id(schema_id, UnreadableSchema, writer, now + self.retry_refused_s)
-                    self.status.refused[schema_id] = writer
+                    self._note_refused(schema_id, writer)
                 else:
                     self.codec.add_writer(schema_id, writer)
                     self.status.refused.pop(schema_id, None)
@@ -229,6 +230,12 @@ class SchemaResolver:
         if failures:
             ids[:] = [i for i in ids if self.codec.unresolved_ids([_frame(i)], now)]  # what still waits
             raise _NoAnswerError("; ".join(failures))
+
+    def _note_refused(self, schema_id: int, why: str) -> None:
+        refused = self.status.refused
+        refused[schema_id] = why
+        if len(refused) > 100:  # the status shows the latest ones
+            del refused[next(iter(refused))]
 
     def _waiting(self, state: RetryCallState) -> None:
         """Before each retry's sleep: the status, and a log line now and then."""

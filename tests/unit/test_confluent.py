@@ -162,3 +162,12 @@ def test_subjects_follow_the_topic_record_name_strategy() -> None:
     assert subject_for("inventory", "vendorpulse.events.ProductUpserted") == (
         "inventory-vendorpulse.events.ProductUpserted"
     )
+
+
+def test_garbage_with_random_ids_does_not_grow_the_id_table_for_ever(codec: FastavroCodec) -> None:
+    from schemas.codec import MAX_IDS
+
+    for schema_id in range(100, 100 + 3 * MAX_IDS):
+        codec.refuse_id(schema_id, UnknownSchemaId, "no such id", until=float(schema_id))
+    assert len(codec._by_id or {}) <= MAX_IDS + len(codec.schemas.names)
+    assert codec.unresolved_ids([frame(1, b"")], now=0.0) == set()  # the known ids stay
