@@ -2,6 +2,9 @@
 
 Decoding raises exactly these for bad input (anything the Avro library raises is wrapped with
 `raise ... from exc`), so a consumer needs one `except CodecError` to route a record to the DLQ.
+
+Talking to a schema registry has a second root, `RegistryError`: an unanswering registry is an outage,
+not bad input, so none of its errors is a `CodecError` (nothing reaches the DLQ for it).
 """
 
 # ruff: noqa: N818 - the class names are the error kinds other components match on, not "...Error"
