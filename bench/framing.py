@@ -132,7 +132,7 @@ def main() -> None:
     per_event = {(f"mix of {BATCH}", "single-object", "decode"), (f"mix of {BATCH}", "confluent", "decode"),
                  (f"mix of {BATCH}", "confluent", "prepare (ids known)")}  # fmt: skip
     results: list[dict[str, Any]] = []
-    for key, runs in measure(cases(), timer=time.process_time).items():
+    for key, runs in measure(cases(), clock=time.process_time).items():
         scale = BATCH if key in per_event else 1
         us = [r / scale for r in runs]
         results.append(
