@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint test test-unit test-integration chaos soak run kafka kafka-stop bench clean
+.PHONY: help venv lint test test-unit test-integration chaos soak run kafka kafka-stop registry schemas-check bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -25,13 +25,13 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) lint ## lint, then every test but the slow fault scenarios (unit + integration, real Kafka)
+test: $(STAMP) lint registry ## lint, then every test but the slow fault scenarios (unit + integration, real Kafka and registry)
 	$(BIN)/pytest -m "not chaos" $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only (no broker)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: $(STAMP) ## integration tests only (starts a private Kafka for the session)
+test-integration: $(STAMP) registry ## integration tests only (starts a private Kafka and schema registry for the session)
 	$(BIN)/pytest -m "not chaos" tests/integration $(PYTEST_ARGS)
 
 chaos: $(STAMP) ## fault scenarios: broker loss on a three-broker cluster, worker and API kills (~2 min)
@@ -47,11 +47,18 @@ kafka: $(STAMP) ## start the local Kafka broker (localhost:9092) and create the 
 kafka-stop: $(STAMP) ## stop the local Kafka broker (data is kept in .vendorpulse/)
 	$(BIN)/vendorpulse kafka stop
 
+registry: $(STAMP) ## build the local schema registry from its pinned Go module, if needed (.vendorpulse/bin/)
+	@$(BIN)/python -c "from infra.registry import build; build()"
+
+schemas-check: registry ## register every published .avsc version in a throwaway registry: BACKWARD, checked by the registry
+	$(BIN)/vendorpulse schemas register --local
+
 run: $(STAMP) ## everything: local Kafka, topics, worker, API, simulator; prints the dashboard URL; Ctrl-C stops
 	$(BIN)/vendorpulse up $(UP_ARGS)
 
 bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json
 	$(BIN)/python -m bench.codec
+	$(BIN)/python -m bench.framing
 	$(BIN)/python -m bench.processor
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.fanout

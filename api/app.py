@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, WebSocket
@@ -27,6 +27,9 @@ from api.tasks import cancel_and_wait
 from api.telemetry import Telemetry
 from processors.metrics import snapshot
 from processors.state import new_state
+
+if TYPE_CHECKING:
+    from schemas.confluent import RegistryProbe
 
 DESCRIPTION = """Live vendor analytics. HTTP routes below; the WebSocket protocol
 (`WS /api/v1/analytics/ws/vendor/analytics?token=<jwt>&vendor_id=<id>`) is described in docs/API.md
@@ -52,6 +55,16 @@ class TokenQueryMiddleware:
             scope[TOKEN_SCOPE_KEY] = tokens[-1] if tokens else None
             scope["query_string"] = urlencode([*rest, ("token", "REDACTED")]).encode("latin-1")
         await self.app(scope, receive, send)
+
+
+def registry_probe(settings: ApiSettings) -> RegistryProbe | None:
+    """With a schema registry configured, /readyz also says whether it answers (the worker waits
+    while it does not, so snapshots stop changing; docs/API.md)."""
+    if not settings.schema_registry_url:
+        return None
+    from schemas.confluent import RegistryProbe
+
+    return RegistryProbe(settings.schema_registry_url)
 
 
 def create_app(settings: ApiSettings | None = None, *, kafka: bool = True) -> FastAPI:
@@ -91,6 +104,7 @@ def create_app(settings: ApiSettings | None = None, *, kafka: bool = True) -> Fa
     app.state.hub = hub
     app.state.feed = feed
     app.state.broadcaster = broadcaster
+    app.state.registry_probe = registry_probe(settings)
     app.include_router(router)
     mount_dashboard(app)
 

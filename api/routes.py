@@ -121,10 +121,10 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["ops"], responses={503: {"description": "not ready"}})
-async def readyz(services: Svc, feed: FeedDep) -> Response:
-    """Kafka reachable, partitions assigned, snapshots rebuilt."""
+async def readyz(services: Svc, feed: FeedDep, request: Request) -> Response:
+    """Kafka reachable, partitions assigned, snapshots rebuilt (and the schema registry answers, if any)."""
     ready = feed.ready if feed is not None else services.hub.caught_up
-    body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
+    body: dict[str, Any] = {}
     if feed is not None:
         body |= {
             "kafkaReachable": feed.kafka_reachable,
@@ -132,7 +132,12 @@ async def readyz(services: Svc, feed: FeedDep) -> Response:
             "rebuilt": services.hub.caught_up,
             "waitingForTopics": feed.waiting_for,
         }
-    return _json(body, 200 if ready else 503)
+    if (probe := request.app.state.registry_probe) is not None:
+        body["schemaRegistryReachable"] = reachable = await probe.reachable()
+        if not reachable:
+            ready = False
+            body["schemaRegistry"] = f"{probe.url} does not answer ({probe.error}): the worker waits for it"
+    return _json({"status": "ready" if ready else "not ready", **body}, 200 if ready else 503)
 
 
 @router.get("/metrics", tags=["ops"])

@@ -24,6 +24,13 @@ kafka_app = typer.Typer(
     help="A local Apache Kafka cluster (KRaft) run from Maven Central jars.", no_args_is_help=True
 )
 app.add_typer(kafka_app, name="kafka")
+registry_app = typer.Typer(
+    help="A local Confluent-compatible schema registry (in memory), built from a pinned Go module.",
+    no_args_is_help=True,
+)
+app.add_typer(registry_app, name="registry")
+schemas_app = typer.Typer(help="The published Avro schemas and a schema registry.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
 
 Nodes = Annotated[
     int, typer.Option("--nodes", min=1, max=5, help="number of KRaft nodes (3 for fault tests)")
@@ -104,6 +111,105 @@ def kafka_status(port: Port = 9092, state_dir: StateDir = None) -> None:
         raise typer.Exit(code=1)
 
 
+RegistryPort = Annotated[int, typer.Option("--port", help="port on 127.0.0.1 (0: any free port)")]
+
+
+@registry_app.command("start")
+def registry_start(port: RegistryPort = 8081, state_dir: StateDir = None) -> None:
+    """Build the registry if needed, start it (idempotent) and print its URL."""
+    import time
+
+    from infra.registry import LocalRegistry, free_port
+
+    started = time.monotonic()
+    try:
+        running = LocalRegistry.existing(state_dir)
+        registry = running if running.pid() else LocalRegistry(port or free_port(), state_dir)
+        url = registry.start()
+    except InfraError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"schema registry ready in {time.monotonic() - started:.1f}s (in memory: empty at each start)",
+               err=True)  # fmt: skip
+    typer.echo(url)
+
+
+@registry_app.command("stop")
+def registry_stop(state_dir: StateDir = None) -> None:
+    """Stop the local registry (its schemas are gone: it keeps them in memory)."""
+    from infra.registry import LocalRegistry
+
+    LocalRegistry.existing(state_dir).stop()
+    typer.echo("stopped")
+
+
+@registry_app.command("status")
+def registry_status(state_dir: StateDir = None) -> None:
+    """Show whether the local registry runs; exit 1 when it does not."""
+    from infra.registry import LocalRegistry
+
+    registry = LocalRegistry.existing(state_dir)
+    pid = registry.pid()
+    if pid is None:
+        typer.echo("no local schema registry is running")
+        raise typer.Exit(code=1)
+    typer.echo(f"{registry.url}  running (pid {pid})")
+
+
+@schemas_app.command("register")
+def schemas_register(
+    url: Annotated[
+        str | None, typer.Option(help="registry URL (default: VENDORPULSE_SCHEMA_REGISTRY_URL)")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="check against the registry's subjects, register nothing")
+    ] = False,
+    local: Annotated[
+        bool,
+        typer.Option("--local", help="in a throwaway local registry: the published versions' own history"),
+    ] = False,
+) -> None:
+    """Register every published .avsc version under the contract's subjects, checked BACKWARD by the
+    registry's own compatibility endpoint; exit 1 when the registry refuses one."""
+    import tempfile
+
+    from infra.registry import LocalRegistry, free_port
+    from infra.settings import kafka_settings
+    from infra.topics import Topics
+    from schemas.exceptions import RegistryError
+    from schemas.registration import register_published
+
+    settings = kafka_settings()
+    names = Topics.for_prefix(settings.topic_prefix)
+    topics = {
+        names.orders: ["OrderPlaced", "OrderCancelled"],
+        names.inventory: ["ProductUpserted", "InventoryAdjusted"],
+    }
+    throwaway = (
+        LocalRegistry(free_port(), Path(tempfile.mkdtemp(prefix="vendorpulse-registry-"))) if local else None
+    )
+    try:
+        if throwaway is not None:
+            url = throwaway.start()
+        url = url or settings.schema_registry_url
+        if not url:
+            raise _fail(ValueError("no registry: give --url, --local or set VENDORPULSE_SCHEMA_REGISTRY_URL"))
+        steps = asyncio.run(register_published(url, topics, dry_run=dry_run))
+    except (InfraError, RegistryError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        if throwaway is not None:
+            throwaway.stop()
+    for step in steps:
+        where = f" (id {step.schema_id})" if step.schema_id is not None else ""
+        typer.echo(f"{step.subject}  {step.version}: {step.outcome}{where}")
+        for reason in step.reasons:
+            typer.echo(f"    {reason}")
+    if refused := [s for s in steps if s.refused]:
+        typer.secho(f"error: the registry refused {len(refused)} version(s) as not {'BACKWARD'} compatible",
+                    err=True, fg=typer.colors.RED)  # fmt: skip
+        raise typer.Exit(code=1)
+
+
 @app.command("topics")
 def topics(
     partitions: Annotated[int | None, typer.Option(help="partitions for new topics (default 6)")] = None,
@@ -143,6 +249,12 @@ def simulate(
         ),
     ] = None,
     step_ms: Annotated[int, typer.Option(min=0)] = 10,
+    framing: Annotated[
+        str,
+        typer.Option(
+            help="single-object, confluent (AvroSerializer and VENDORPULSE_SCHEMA_REGISTRY_URL) or mixed"
+        ),
+    ] = "single-object",
 ) -> None:
     """Produce realistic orders, cancellations, product upserts and stock changes to Kafka."""
     from datetime import datetime
@@ -174,11 +286,12 @@ def simulate(
             return await produce(
                 settings.bootstrap, names.orders, names.inventory, config,
                 rate=rate, count=count, duration=duration, on_progress=lambda s: live.update(line(s)),
+                framing=framing, registry_url=settings.schema_registry_url,
             )  # fmt: skip
 
     try:
         summary = asyncio.run(run())
-    except InfraError as exc:
+    except (InfraError, ValueError) as exc:
         raise _fail(exc) from exc
     except KeyboardInterrupt:
         raise typer.Exit(code=130) from None
@@ -266,11 +379,15 @@ def up(
     vendors: Annotated[int, typer.Option(min=1, help="simulated vendors")] = 5,
     rate: Annotated[float, typer.Option(min=0.1, help="simulated events per second")] = 20.0,
     simulate: Annotated[bool, typer.Option(help="run the simulator")] = True,
+    registry: Annotated[
+        bool,
+        typer.Option(help="a schema registry too (a local one unless configured); simulate both framings"),
+    ] = False,
 ) -> None:
     """Local Kafka, topics, worker, API and simulator at once; prints the dashboard URL. Ctrl-C stops all."""
     from infra.up import UpConfig, run
 
-    config = UpConfig(host=host, port=port, vendors=vendors, rate=rate, simulate=simulate)
+    config = UpConfig(host=host, port=port, vendors=vendors, rate=rate, simulate=simulate, registry=registry)
     raise typer.Exit(code=run(config, lambda line: typer.echo(line, err=not line.startswith("dashboard"))))
 
 
@@ -316,7 +433,10 @@ def replay(
         str | None, typer.Option(help="comma-separated vendor ids (default: every vendor)")
     ] = None,
     out: Annotated[
-        str | None, typer.Option(help="JSON Lines file, one snapshot per vendor ('-' for stdout)")
+        str | None,
+        typer.Option(
+            help="one snapshot per vendor: JSON Lines ('-' for stdout), or Parquet if it ends in .parquet"
+        ),
     ] = None,
     publish: Annotated[
         str | None, typer.Option(help="publish the snapshots to this (compacted) topic")
@@ -364,22 +484,24 @@ def export(
     topic: Annotated[str, typer.Option(help="orders, inventory or all")] = "all",
     from_: Annotated[str | None, typer.Option("--from", help="ISO time: records stamped from then")] = None,
     to: Annotated[str | None, typer.Option("--to", help="ISO time: records stamped until then")] = None,
-    out_dir: Annotated[Path, typer.Option(help="folder for one Avro container file per event type")] = Path(
-        "export"
-    ),
+    out_dir: Annotated[Path, typer.Option(help="folder for one file per event type")] = Path("export"),
+    file_format: Annotated[
+        str, typer.Option("--format", help="avro (Object Container Files) or parquet (for pandas, DuckDB)")
+    ] = "avro",
     overwrite: Annotated[bool, typer.Option(help="replace files already in the folder")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
-    """Write a topic's events in a time range to Avro Object Container Files (undecodable ones are listed)."""
+    """Write a topic's events in a time range to Avro or Parquet files, one per event type (undecodable ones are listed)."""
     from infra.settings import kafka_settings
     from processors.archive import run_export
     from processors.exceptions import ReplayError
 
     try:
         summary = run_export(
-            kafka_settings(), topic, _ms(from_, "--from"), _ms(to, "--to"), out_dir, progress, overwrite
-        )
+            kafka_settings(), topic, _ms(from_, "--from"), _ms(to, "--to"), out_dir, progress, overwrite,
+            file_format=file_format,
+        )  # fmt: skip
     except ReplayError as exc:
         raise _fail(exc) from exc
     skipped = sum(summary.skipped.values())

@@ -6,7 +6,7 @@ class InfraError(Exception):
 
 
 class ToolMissingError(InfraError):
-    """Java or Maven, needed for the local broker, is not installed."""
+    """A tool a local service needs (Java and Maven for Kafka, Go for the schema registry) is missing."""
 
 
 class BrokerStartError(InfraError):
@@ -23,3 +23,7 @@ class TopicLayoutError(InfraError):
 
 class DeliveryError(InfraError):
     """Kafka did not acknowledge events a producer had sent."""
+
+
+class RegistryStartError(InfraError):
+    """The local schema registry could not be built, or did not start and answer in time."""

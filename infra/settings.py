@@ -27,6 +27,11 @@ class KafkaSettings(BaseSettings):
     )
     partitions: int = Field(default=6, ge=1, description="partitions of topics created at start")
     env: str = "prod"
+    schema_registry_url: str | None = Field(
+        default=None,
+        description="Confluent-compatible schema registry: with it, inputs may also use the Confluent "
+        "framing (contract §3); unset: single-object encoding only.",
+    )
 
     @field_validator("lateness_days")
     @classmethod

@@ -19,6 +19,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from schemas.events import (
     Event,
@@ -192,10 +193,16 @@ async def produce(
     duration: float | None = None,
     on_progress: Callable[[SimSummary], None] | None = None,
     keep: list[tuple[str, Event]] | None = None,
+    framing: str = "single-object",
+    registry_url: str | None = None,
 ) -> SimSummary:
     """Send generated events at `rate` per second (0: as fast as possible) until `count` events or
     `duration` seconds, whichever comes first; with an idempotent producer and acks=all, keyed by vendor.
-    `keep`, when given, receives every (topic, event) sent, in send order."""
+    `keep`, when given, receives every (topic, event) sent, in send order.
+
+    `framing` (contract §3): "single-object", "confluent" (through confluent-kafka's `AvroSerializer`
+    and the registry at `registry_url`, as a Confluent producer does) or "mixed" (each event either
+    way, drawn from the seed)."""
     from aiokafka import AIOKafkaProducer
 
     from schemas.codec import FastavroCodec
@@ -204,6 +211,10 @@ async def produce(
         raise ValueError("give count or duration, or both")
     codec = FastavroCodec()
     topic_of = {"orders": orders_topic, "inventory": inventory_topic}
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, not {framing!r}")
+    confluent = await ConfluentSerializers.create(registry_url, codec) if framing != "single-object" else None
+    draw = random.Random(config.seed ^ 0x5EED)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
@@ -237,8 +248,11 @@ async def produce(
                 continue
             for _ in range(min(due - summary.total, 5000)):
                 kind, event = next(events)
-                value = codec.encode(event)
                 topic = topic_of[kind]
+                if confluent is not None and (framing == "confluent" or draw.random() < 0.5):
+                    value = await confluent.encode(topic, event)
+                else:
+                    value = codec.encode(event)
                 pending.append(await producer.send(topic, value=value, key=event.vendor_id.encode()))
                 summary.sent[type(event).__name__] += 1
                 summary.per_topic[topic] += 1
@@ -255,8 +269,57 @@ async def produce(
         await _acknowledged(pending)  # every send acknowledged by all in-sync replicas
     finally:
         await producer.stop()
+        if confluent is not None:
+            await confluent.aclose()
     summary.elapsed = time.monotonic() - started
     return summary
+
+
+FRAMINGS = ("single-object", "confluent", "mixed")
+
+
+class ConfluentSerializers:
+    """confluent-kafka's `AsyncAvroSerializer` per event type, with the published reader version as its
+    schema and the contract's TopicRecordNameStrategy subjects; it registers a schema the subject lacks
+    (the registry checks compatibility), then caches the id, as any Confluent producer does."""
+
+    def __init__(self, client: Any, serializers: dict[type[Event], Any]) -> None:
+        self._client, self._serializers = client, serializers
+
+    @classmethod
+    async def create(cls, url: str | None, codec: Any) -> ConfluentSerializers:
+        from confluent_kafka.schema_registry import (
+            AsyncSchemaRegistryClient,
+            topic_record_subject_name_strategy,
+        )
+        from confluent_kafka.schema_registry._async.avro import AsyncAvroSerializer
+
+        from schemas.events import EVENT_TYPES
+        from schemas.registration import schema_text
+
+        if not url:
+            raise ValueError(
+                "the Confluent framing needs a schema registry: set VENDORPULSE_SCHEMA_REGISTRY_URL"
+            )
+        client = AsyncSchemaRegistryClient({"url": url})
+        conf = {"subject.name.strategy": topic_record_subject_name_strategy}
+        serializers = {
+            event_type: await AsyncAvroSerializer(client, schema_text(codec.schemas.latest(name)), conf=conf)
+            for name, event_type in EVENT_TYPES.items()
+        }
+        return cls(client, serializers)
+
+    async def encode(self, topic: str, event: Event) -> bytes:
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        value = await self._serializers[type(event)](
+            event.to_record(), SerializationContext(topic, MessageField.VALUE)
+        )
+        assert value is not None
+        return bytes(value)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
 async def _acknowledged(pending: list[asyncio.Future[object]]) -> None:

@@ -1,4 +1,5 @@
-"""`vendorpulse up`: everything for a first look, as child processes of one command.
+"""`vendorpulse up`: everything for a first look, as child processes of one command (`--registry`: and a
+local schema registry, unless VENDORPULSE_SCHEMA_REGISTRY_URL names one, with the simulator mixing framings).
 
 Order: Kafka (the local broker of `vendorpulse kafka start`, unless KAFKA_BOOTSTRAP_SERVERS names a
 cluster), the contract's topics, `vendorpulse worker`, `vendorpulse api`, `vendorpulse simulate`; then it
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from infra.exceptions import InfraError
 from infra.kafka import LocalKafka, default_state_dir
+from infra.registry import LocalRegistry, free_port
 from infra.settings import kafka_settings
 from infra.topics import Topics, ensure_topics
 
@@ -43,6 +45,8 @@ class UpConfig:
     vendors: int = 5
     rate: float = 20.0
     simulate: bool = True
+    registry: bool = False
+    """a schema registry too (VENDORPULSE_SCHEMA_REGISTRY_URL's, else a local one) and both framings"""
     token_ttl: int = 24 * 3600
     ready_within: float = 120.0
     grace: float = 10.0
@@ -97,6 +101,7 @@ class Stack:
         self.say = say
         self.children: list[Child] = []
         self.kafka: LocalKafka | None = None
+        self.registry: LocalRegistry | None = None
         self.logs = config.state_dir / "up"
 
     def start(self) -> tuple[str, str]:
@@ -117,12 +122,26 @@ class Stack:
         self.say(f"Kafka at {bootstrap}")
         asyncio.run(ensure_topics(bootstrap, Topics.for_prefix(settings.topic_prefix), settings.partitions))
         c = self.config
+        if c.registry and not settings.schema_registry_url:
+            self.say("starting the local schema registry (the first run builds it with Go)…")
+            registry = LocalRegistry.existing(c.state_dir)
+            already = registry.pid() is not None
+            if not already:
+                registry = LocalRegistry(free_port(), c.state_dir)
+            env["VENDORPULSE_SCHEMA_REGISTRY_URL"] = registry.start()
+            self.registry = None if already else registry
+        if c.registry or settings.schema_registry_url:
+            self.say(
+                f"schema registry at {env.get('VENDORPULSE_SCHEMA_REGISTRY_URL')}: both framings accepted"
+            )
         parts = [
             Child("worker", ["worker", "--loglevel", "warning"], self.logs / "worker.log"),
             Child("api", ["api", "--host", c.host, "--port", str(c.port)], self.logs / "api.log"),
         ]
         if c.simulate:
             args = ["simulate", "--vendors", str(c.vendors), "--rate", str(c.rate), "--duration", "31536000"]
+            if env.get("VENDORPULSE_SCHEMA_REGISTRY_URL"):
+                args += ["--framing", "mixed"]
             parts.append(Child("simulator", args, self.logs / "simulator.log"))
         for child in parts:
             child.start(env)
@@ -169,6 +188,10 @@ class Stack:
             self.say("stopping the local Kafka broker…")
             self.kafka.stop()
             self.kafka = None
+        if self.registry is not None:
+            self.say("stopping the local schema registry…")
+            self.registry.stop()
+            self.registry = None
 
 
 def _url_host(host: str) -> str:

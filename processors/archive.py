@@ -60,6 +60,7 @@ from processors.replay import (
     quiet_gc,
     read,
 )
+from processors.schema_ids import with_schemas
 from schemas.codec import Codec, FastavroCodec, SchemaVersion, strip_logical_types
 from schemas.events import (
     EVENT_TYPES,
@@ -171,7 +172,7 @@ class ArchiveWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.codec = codec or FastavroCodec()
         self.orders_topic = topics.orders
-        self.targets = {t: self.directory / f"{t.NAME}{SUFFIX}" for t in types}
+        self.targets = {t: self.directory / f"{t.NAME}{self.suffix}" for t in types}
         self.skipped_path = self.directory / SKIPPED
         paths = [*self.targets.values(), self.skipped_path]
         if not overwrite and (taken := [str(p) for p in paths if p.exists()]):
@@ -186,9 +187,20 @@ class ArchiveWriter:
         for t, path in self.targets.items():
             topic = topics.orders if t in ORDER_EVENTS else topics.inventory
             meta = {**(metadata or {}), "vendorpulse.topic": topic}
-            schema = with_positions(reader_version(self.codec, t).schema)
-            self._writers[t] = Writer(self._open(path), schema, codec=codec_name, metadata=meta)
+            self._writers[t] = self._open_writer(t, path, meta, codec_name)
         self._skipped = self._open(self.skipped_path)
+
+    suffix = SUFFIX
+
+    def _open_writer(
+        self, event_type: type[Event], path: Path, metadata: dict[str, str], codec_name: str
+    ) -> Any:
+        """The writer of one event type's file (an OCF here; processors/parquet.py writes Parquet)."""
+        return Writer(self._open(path), self._reader_schema(event_type), codec=codec_name, metadata=metadata)
+
+    def _reader_schema(self, event_type: type[Event]) -> dict[str, Any]:
+        """The event type's published schema with the position fields appended (module docstring)."""
+        return with_positions(reader_version(self.codec, event_type).schema)
 
     def _open(self, path: Path) -> IO[bytes]:
         fo = self._files[path] = _tmp(path).open("wb")
@@ -270,12 +282,21 @@ def run_export(
     progress: bool = True,
     overwrite: bool = False,
     codec_name: str = "deflate",
+    file_format: str = "avro",
 ) -> ExportSummary:
-    """Write the events of `orders`, `inventory` or both ("all") stamped in [from_ms, to_ms] to OCFs.
+    """Write the events of `orders`, `inventory` or both ("all") stamped in [from_ms, to_ms] to OCFs
+    (or, with `file_format` "parquet", to Parquet files: processors/parquet.py).
 
     The range works as replay's (Kafka record timestamps, end offsets captured at start). Existing
     archive files in `out_dir` are refused unless `overwrite`.
     """
+    writer_class = ArchiveWriter
+    if file_format == "parquet":
+        from processors.parquet import ParquetArchiveWriter
+
+        writer_class, codec_name = ParquetArchiveWriter, "zstd"
+    elif file_format != "avro":
+        raise ArchiveError(f"format must be avro or parquet, not {file_format!r}")
     if topic_kind not in (*TOPIC_KINDS, "all"):
         raise ArchiveError(f"topic kind must be orders, inventory or all, not {topic_kind!r}")
     check_range(from_ms, to_ms)
@@ -298,11 +319,14 @@ def run_export(
                 "vendorpulse.complete": str(complete).lower(),
             }
             total = 0
-            with ArchiveWriter(
+            with writer_class(
                 out_dir, types, topics, meta, codec_name=codec_name, overwrite=overwrite
             ) as archive:
                 with meter("export", sum(s.size for s in spans), progress) as m:
-                    async for _, records in read(consumer, spans, m):
+                    batches = read(consumer, spans, m)
+                    async for _, records in with_schemas(
+                        batches, archive.codec, settings.schema_registry_url
+                    ):
                         for r in records:
                             archive.add(r)
                         total += len(records)

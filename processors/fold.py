@@ -209,13 +209,13 @@ class Folder:
         outcome = apply(state, event, ts)
         if outcome.status is Status.APPLIED:
             self.stats.applied += 1
-            log.applied(value, event)
+            log.applied(self.codec.stored_form(value, event), event)  # restorable without a registry
             self.snapshot_due.add(vendor_id)
             return [self._activity(event, state.version)] if isinstance(event, OrderPlaced) else []
         if outcome.status is Status.DUPLICATE:
             self.stats.duplicates += 1
             if outcome.changed:  # a second placement: its event_id is seen
-                log.applied(value, event)
+                log.applied(self.codec.stored_form(value, event), event)
             return []
         return [self._dead(topic, partition, offset, key, value, rejection(outcome))]
 

@@ -69,6 +69,7 @@ from infra.topics import Topics, broker_count
 from processors.exceptions import ReplayError
 from processors.fold import BAD_KEY, Refusal, read_event, rejection, vendor_of
 from processors.metrics import Status, apply, observe, snapshot
+from processors.schema_ids import with_schemas
 from processors.state import DEFAULT_LATENESS_DAYS, NO_FLOOR, State, new_state
 from schemas.codec import Codec, FastavroCodec
 from schemas.events import Event
@@ -475,7 +476,12 @@ def deliver(
 ) -> None:
     """Write and/or publish the summary's snapshots (recorded in the summary)."""
     if out_path is not None:
-        write_jsonl(out_path, summary.snapshots)
+        if str(out_path).endswith(".parquet"):
+            from processors.parquet import write_snapshots
+
+            write_snapshots(out_path, summary.snapshots)
+        else:
+            write_jsonl(out_path, summary.snapshots)
         summary.out_path = str(out_path)
     if publish_topic is not None:
         # as many partitions as the input has (or would have), so snapshots spread like the input
@@ -521,7 +527,9 @@ def run_replay(
     with meter("replay", sum(s.size for s in spans), progress) as m, quiet_gc():
         if jobs <= 1:
             fold = ReplayFold(FastavroCodec(), wanted, settings.lateness_days, as_of_ms)
-            asyncio.run(fold_spans(settings.bootstrap, spans, topics.orders, fold, m))
+            asyncio.run(
+                fold_spans(settings.bootstrap, spans, topics.orders, fold, m, settings.schema_registry_url)
+            )
             parts = [
                 Part(
                     fold.snapshots(as_of_ms, settings.period_days),
@@ -533,7 +541,7 @@ def run_replay(
         else:
             parts = run_jobs(
                 settings.bootstrap, spans, topics.orders, wanted, as_of_ms, settings.period_days, jobs, m,
-                settings.lateness_days,
+                settings.lateness_days, settings.schema_registry_url,
             )  # fmt: skip
     fold_seconds = time.monotonic() - began
     snapshots, counts, samples = merge(parts)
@@ -577,12 +585,13 @@ async def _plan(bootstrap: str, topics: Sequence[str], from_ms: int | None, to_m
 
 
 async def fold_spans(
-    bootstrap: str, spans: Sequence[Span], orders_topic: str, fold: ReplayFold, m: Meter
-) -> None:
+    bootstrap: str, spans: Sequence[Span], orders_topic: str, fold: ReplayFold, m: Meter,
+    registry_url: str | None = None,
+) -> None:  # fmt: skip
     consumer = consumer_for(bootstrap)
     await consumer.start()
     try:
-        async for topic, records in read(consumer, spans, m):
+        async for topic, records in with_schemas(read(consumer, spans, m), fold.codec, registry_url):
             fold.feed(topic == orders_topic, records)
     finally:
         await consumer.stop()
@@ -651,12 +660,14 @@ class _QueueMeter(Meter):
 def _job(
     bootstrap: str, spans: list[Span], orders_topic: str, vendors: frozenset[str] | None,
     as_of_ms: int, period_days: int, lateness_days: int, queue: Any, index: int,
+    registry_url: str | None = None,
 ) -> None:  # fmt: skip
     """A job process: fold its spans, send back its part (or why it failed)."""
     try:
         fold = ReplayFold(FastavroCodec(), vendors, lateness_days, as_of_ms)
         with quiet_gc():
-            asyncio.run(fold_spans(bootstrap, spans, orders_topic, fold, _QueueMeter(queue, index)))
+            meter = _QueueMeter(queue, index)
+            asyncio.run(fold_spans(bootstrap, spans, orders_topic, fold, meter, registry_url))
         part = Part(fold.snapshots(as_of_ms, period_days), set(fold.states), fold.counts, fold.samples)
         queue.put(("done", index, part))
     except BaseException as exc:  # reported to the parent, which raises
@@ -666,6 +677,7 @@ def _job(
 def run_jobs(
     bootstrap: str, spans: Sequence[Span], orders_topic: str, vendors: frozenset[str] | None,
     as_of_ms: int, period_days: int, jobs: int, m: Meter, lateness_days: int = DEFAULT_LATENESS_DAYS,
+    registry_url: str | None = None,
 ) -> list[Part]:  # fmt: skip
     """Fold `spans` in up to `jobs` fresh (spawned) processes; their progress goes to `m`."""
     context = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
@@ -674,7 +686,18 @@ def run_jobs(
     procs = [
         context.Process(
             target=_job,
-            args=(bootstrap, g, orders_topic, vendors, as_of_ms, period_days, lateness_days, queue, i),
+            args=(
+                bootstrap,
+                g,
+                orders_topic,
+                vendors,
+                as_of_ms,
+                period_days,
+                lateness_days,
+                queue,
+                i,
+                registry_url,
+            ),
             daemon=True,
         )
         for i, g in enumerate(groups)

@@ -10,8 +10,14 @@ stripped, which has the same Parsing Canonical Form, hence the same fingerprint 
 The fingerprint uses the Java reference's canonical form (`"long"` for a logical long), as fastavro
 does; the `avro` library's own `Schema.fingerprint()` keeps `{"type":"long"}` there and disagrees.
 
+With a schema registry configured (contract §3), a codec also reads the Confluent wire format: byte
+`00`, the 4-byte big-endian schema id, then the body. The codec itself does no I/O: `schemas.confluent`
+fetches the writer schemas of new ids and hands them over (`add_writer`, `refuse_id`) *before* a batch
+is decoded, so decoding stays synchronous and a known id costs one dict lookup more than a fingerprint.
+
 `FastavroCodec` is the hot path; `AvroCodec` (the `avro` library) is the reference to compare with.
-Decoding raises only `CodecError` subclasses for bad input, never a library exception.
+Decoding raises only `CodecError` subclasses for bad input, never a library exception (and
+`SchemaNotPrepared` for a registry id nobody resolved: a bug of the caller, not bad input).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from schemas.exceptions import (
     CodecError,
     InvalidEvent,
     SchemaLoadError,
+    SchemaNotPrepared,
     TrailingBytes,
     TruncatedBody,
     UndecodableBody,
@@ -46,6 +53,11 @@ from schemas.exceptions import (
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
+CONFLUENT_MAGIC = 0
+"""The first byte of the Confluent wire format (then a 4-byte big-endian schema id)."""
+CONFLUENT_HEADER_SIZE = 5
+MAX_IDS = 10_000
+"""Registry ids a codec remembers before it drops refusals that will be asked again anyway."""
 SCHEMA_DIR = Path(__file__).resolve().parent
 """The published schemas: every version of every event stays here."""
 
@@ -119,10 +131,13 @@ class SchemaVersion:
     schema: dict[str, Any] = field(repr=False)
     plain: dict[str, Any] = field(repr=False)
     fingerprint: bytes
+    origin: str | None = None
+    """where a writer that is not a published version came from, e.g. "registry id 7" (version 0)"""
 
     @property
     def label(self) -> str:
-        return f"{self.name.rpartition('.')[2]} v{self.version}"
+        short = self.name.rpartition(".")[2]
+        return f"{short} ({self.origin})" if self.origin else f"{short} v{self.version}"
 
     @classmethod
     def load(cls, path: Path) -> SchemaVersion:
@@ -276,6 +291,15 @@ class _Route:
     defaults: dict[str, Any]  # the writer's field defaults, for events that lack a newer field
 
 
+@dataclass(frozen=True, slots=True)
+class _RefusedId:
+    """A registry id that decodes to a refusal (unknown to the registry, or unreadable) until `until`."""
+
+    error: type[CodecError]
+    message: str
+    until: float  # time.monotonic() after which the id is asked for again
+
+
 class Codec(abc.ABC):
     """Encodes events with the reader version of their type; decodes any published version.
 
@@ -316,6 +340,72 @@ class Codec(abc.ABC):
                 self._routes.setdefault(v.fingerprint, route)
             own = replace(self._routes[reader.fingerprint], writer=reader, defaults=_defaults(reader))
             self._writers[event_type] = (MAGIC + reader.fingerprint, own)
+        self._by_id: dict[int, _Route | _RefusedId] | None = None  # None: Confluent framing not accepted
+
+    # -- Confluent framing (contract §3, with a schema registry) -------------------------------------
+    def accept_confluent(self) -> None:
+        """Accept the Confluent wire format from now on; ids are added by `add_writer`/`refuse_id`."""
+        if self._by_id is None:
+            self._by_id = {}
+
+    @property
+    def accepts_confluent(self) -> bool:
+        return self._by_id is not None
+
+    def reader_of(self, name: str) -> SchemaVersion | None:
+        """The version a writer of record `name` is read into, or None when no event has that name."""
+        route = self._writers.get(EVENT_TYPES[name]) if name in EVENT_TYPES else None
+        return route[1].writer if route is not None else None
+
+    def add_writer(self, schema_id: int, writer: SchemaVersion) -> None:
+        """Read messages framed with `schema_id` as written with `writer` (whose record the caller
+        checked is readable into the reader version of its name, `reader_of(writer.name)`)."""
+        if self._by_id is None:
+            raise SchemaLoadError("call accept_confluent() first")
+        published = self._routes.get(writer.fingerprint)
+        if published is not None:  # a published version: the same bytes, the same route
+            self._by_id[schema_id] = published
+            return
+        reader_route = self._writers[EVENT_TYPES[writer.name]][1]
+        self._by_id[schema_id] = _Route(
+            writer,
+            reader_route.event_type,
+            self._prepare(writer),
+            reader_route.writer_state,
+            reader_route.ints_ok,
+            _defaults(writer),
+        )
+
+    def refuse_id(self, schema_id: int, error: type[CodecError], message: str, until: float) -> None:
+        """Messages framed with `schema_id` are refused with `error(message)` until `until` (monotonic)."""
+        if self._by_id is None:
+            raise SchemaLoadError("call accept_confluent() first")
+        if len(self._by_id) >= MAX_IDS:  # garbage with random ids must not grow the table for ever
+            for stale in [i for i, v in self._by_id.items() if type(v) is _RefusedId and v.until < until]:
+                del self._by_id[stale]
+        self._by_id[schema_id] = _RefusedId(error, message, until)
+
+    def unresolved_ids(self, values: Iterable[bytes | None], now: float) -> set[int]:
+        """The Confluent schema ids in `values` that are neither known nor refused (or whose refusal
+        expired at `now`): what must be resolved before these values can be decoded."""
+        by_id = self._by_id
+        if by_id is None:
+            return set()
+        missing: set[int] = set()
+        for value in values:
+            if value and value[0] == CONFLUENT_MAGIC and len(value) >= CONFLUENT_HEADER_SIZE:
+                schema_id = int.from_bytes(value[1:5], "big")
+                known = by_id.get(schema_id)
+                if known is None or (type(known) is _RefusedId and known.until < now):
+                    missing.add(schema_id)
+        return missing
+
+    def stored_form(self, message: bytes, event: Event) -> bytes:
+        """`message` as single-object bytes: itself, or `event` encoded again (Confluent framing), so
+        that what is stored can be decoded later without a registry."""
+        if message[:2] == MAGIC:
+            return message
+        return self.encode(event)
 
     def encode(self, event: Event) -> bytes:
         """A single-object message for `event`, written with the reader version of its type.
@@ -360,9 +450,9 @@ class Codec(abc.ABC):
         return route.writer, record
 
     def _read_record(self, message: bytes) -> tuple[_Route, dict[str, Any]]:
-        route = self._route(message)
+        route, header_size = self._route(message)
         source = io.BytesIO(message)
-        source.seek(HEADER_SIZE)
+        source.seek(header_size)
         try:
             record = self._read(route.writer_state, route.reader_state, source)
         except Exception as exc:
@@ -378,12 +468,31 @@ class Codec(abc.ABC):
 
     def peek(self, message: bytes) -> SchemaVersion:
         """The writer schema of `message`, from its header alone."""
-        return self._route(message).writer
+        return self._route(message)[0].writer
 
-    def _route(self, message: bytes) -> _Route:
+    def _route(self, message: bytes) -> tuple[_Route, int]:
+        """How to read `message`, and where its body starts."""
+        if self._by_id is not None and message[:1] == b"\x00":
+            if len(message) < CONFLUENT_HEADER_SIZE:
+                raise TruncatedBody(
+                    f"message is {len(message)} bytes; a Confluent header alone is {CONFLUENT_HEADER_SIZE}"
+                )
+            schema_id = int.from_bytes(message[1:5], "big")
+            found = self._by_id.get(schema_id)
+            if found is None:
+                raise SchemaNotPrepared(schema_id)
+            if type(found) is _RefusedId:
+                raise found.error(found.message)
+            assert type(found) is _Route
+            return found, CONFLUENT_HEADER_SIZE
+        if self._by_id is not None and message[:2] != MAGIC:
+            got = bytes(message[:2]).hex() or "nothing"
+            raise BadMarker(
+                f"message starts with neither C3 01 (single-object) nor 00 (Confluent): got {got}"
+            )
         fp = fingerprint_of(message)
         try:
-            return self._routes[fp]
+            return self._routes[fp], HEADER_SIZE
         except KeyError:
             raise UnknownFingerprint(fp) from None
 

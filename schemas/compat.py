@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
@@ -34,8 +34,28 @@ def incompatibilities(reader: SchemaJSON, writer: SchemaJSON) -> list[str]:
     if result.compatibility is SchemaCompatibilityType.compatible:
         return []
     kinds = ", ".join(sorted({i.value for i in result.incompatibilities}))
-    where = ", ".join(sorted(result.locations - {"/"}) or ["/"])
+    where = ", ".join(sorted(_located(loc, reader) for loc in result.locations - {"/"}) or ["/"])
     return [f"{kinds}: {message} (at {where})" for message in sorted(result.messages)]
+
+
+def _located(location: str, reader: SchemaJSON) -> str:
+    """A location in the reader schema ("/fields/6/type") with the field names it passes ("total")."""
+    node: Any = reader
+    names: list[str] = []
+    steps = location.strip("/").split("/")
+    i = 0
+    while i < len(steps):
+        if steps[i] == "fields" and i + 1 < len(steps) and isinstance(node, dict) and steps[i + 1].isdigit():
+            field = node["fields"][int(steps[i + 1])]
+            names.append(str(field["name"]))
+            node, i = field["type"], i + 2
+        elif steps[i] == "items" and isinstance(node, dict):
+            node, i = node.get("items"), i + 1
+        elif steps[i] == "type":
+            i += 1
+        else:
+            break
+    return f"{location}, field {'.'.join(names)}" if names else location
 
 
 def can_read(reader: SchemaJSON, writer: SchemaJSON) -> bool:

@@ -2,6 +2,9 @@
 
 Decoding raises exactly these for bad input (anything the Avro library raises is wrapped with
 `raise ... from exc`), so a consumer needs one `except CodecError` to route a record to the DLQ.
+
+Talking to a schema registry has a second root, `RegistryError`: an unanswering registry is an outage,
+not bad input, so none of its errors is a `CodecError` (nothing reaches the DLQ for it).
 """
 
 # ruff: noqa: N818 - the class names are the error kinds other components match on, not "...Error"
@@ -50,6 +53,18 @@ class UnknownFingerprint(CodecError):
         )
 
 
+class UnknownSchemaId(CodecError):
+    """The schema registry says it has no schema with the Confluent-framed message's id."""
+
+    code = "unknown_schema_id"
+
+
+class UnreadableSchema(CodecError):
+    """The registry's schema for the message's id cannot be read into a vendorpulse event record."""
+
+    code = "unreadable_schema"
+
+
 class TruncatedBody(CodecError):
     """The message ended before its header or its body was complete."""
 
@@ -77,3 +92,25 @@ class InvalidEvent(CodecError):
         super().__init__(f"{type(event).__name__} {event.event_id!r}: {reason}")
         self.reason = reason
         self.event = event
+
+
+class RegistryError(Exception):
+    """Root of the errors of talking to a schema registry (not bad input: nothing goes to the DLQ)."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The schema registry did not answer (or answered with a server error) for longer than allowed."""
+
+
+class SchemaNotPrepared(RegistryError):
+    """A Confluent-framed message was decoded before its schema id was resolved: a bug of the caller."""
+
+    def __init__(self, schema_id: int) -> None:
+        self.schema_id = schema_id
+        super().__init__(
+            f"schema id {schema_id} was not resolved; call `await resolver.prepare(values)` before decoding"
+        )
+
+
+class RegistrationRefused(RegistryError):
+    """The registry refused a schema version (incompatible with its subject, or invalid)."""

@@ -6,6 +6,11 @@
    temporary state folder, stopped at the end. This is the path on machines without Docker and in CI.
 
 Each test gets a fresh topic prefix, so tests never see each other's events.
+
+Tests that need a schema registry get a real one (never a mock): `VENDORPULSE_TEST_SCHEMA_REGISTRY_URL`
+if set (any Confluent-compatible registry), else the pinned local registry (`infra.registry`, built
+with Go on first use) on a free loopback port for the session; `make_registry` starts private ones
+(for tests that stop them). Tests speak only the Confluent REST API to them.
 """
 
 from __future__ import annotations
@@ -16,13 +21,17 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from infra.chaos import free_base_port
 from infra.topics import Topics, ensure_topics
+
+if TYPE_CHECKING:
+    from infra.registry import LocalRegistry
 
 TEST_KAFKA_PORT = int(os.environ.get("VENDORPULSE_TEST_KAFKA_PORT", "39092"))
 
@@ -66,6 +75,42 @@ def kafka_bootstrap() -> Iterator[str]:
     finally:
         cluster.stop(timeout=5)  # throwaway data: no need to wait for a controlled shutdown
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def schema_registry() -> Iterator[str]:
+    """URL of a real Confluent-compatible schema registry for the test session."""
+    if env := os.environ.get("VENDORPULSE_TEST_SCHEMA_REGISTRY_URL"):
+        yield env
+        return
+    from infra.registry import LocalRegistry, free_port
+
+    state = Path(tempfile.mkdtemp(prefix="vendorpulse-test-registry-"))
+    registry = LocalRegistry(free_port(), state)
+    registry.start()
+    try:
+        yield registry.url
+    finally:
+        registry.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def make_registry(tmp_path: Path) -> Iterator[Callable[[], LocalRegistry]]:
+    """Private local registries (started, empty), stopped at the end of the test."""
+    from infra.registry import LocalRegistry, free_port
+
+    started: list[LocalRegistry] = []
+
+    def make() -> LocalRegistry:
+        registry = LocalRegistry(free_port(), tmp_path / f"registry-{len(started)}")
+        started.append(registry)
+        registry.start()
+        return registry
+
+    yield make
+    for registry in started:
+        registry.stop()
 
 
 def make_topics(prefix: str | None = None) -> Topics:

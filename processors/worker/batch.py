@@ -58,6 +58,7 @@ from processors.worker.faust_patches import (
     commit,
     earliest_offsets,
 )
+from schemas.confluent import SchemaResolver
 
 log = logging.getLogger("vendorpulse.worker")
 COMMIT_EVERY_S = 1.0
@@ -146,6 +147,8 @@ class BatchLoop:
         self.committed_at = 0.0
         self.on_batch: Callable[[list[Chunk]], None] | None = None
         """Diagnostics: sees every batch taken (VENDORPULSE_TRACE_INPUT)."""
+        self.resolver: SchemaResolver | None = None
+        """With a schema registry: resolves the batch's new Confluent schema ids before it is decoded."""
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -154,6 +157,11 @@ class BatchLoop:
             chunks = await self.input.take(self.max_events, self.interval)
             if self.on_batch is not None:
                 self.on_batch(chunks)
+            # Confluent-framed input: new schema ids resolved first. Through a registry outage this waits
+            # (and says so); no partition counts as stalled meanwhile (watchdogs.watch_input).
+            resolver = self.resolver
+            if resolver is not None and await resolver.prepare([r.value for c in chunks for r in c.records]):
+                self.resumed_at = time.monotonic()
             if self.paused or self.app.should_stop:
                 continue  # read during a rebalance: read again once it completes
             await self.process(chunks)

@@ -30,6 +30,7 @@ from processors.worker.diagnostics import dump_tasks, dump_tasks_on_sigusr1, tra
 from processors.worker.faust_patches import ProducerBatches, TableStore, use_input_consumer
 from processors.worker.watchdogs import RECOVERY_CHECK_S, STALL_CHECK_S, Watchdogs
 from schemas.codec import FastavroCodec
+from schemas.confluent import SchemaResolver
 
 log = logging.getLogger("vendorpulse.worker")
 TABLE = "vendor-state-v2"
@@ -87,6 +88,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
     )  # fmt: skip
     store = TableStore(table)
     codec = FastavroCodec()
+    resolver = schema_resolver(settings, codec)  # None without VENDORPULSE_SCHEMA_REGISTRY_URL
     memory = HistoryMemory(settings.history_cache, settings.history_pending)
 
     def load(vendor_id: str, partition: int) -> VendorLog:
@@ -109,6 +111,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         app, folder, store, ProducerBatches(app), table.changelog_topic.get_topic_name(),
         (topics.orders, topics.inventory), settings.flush_max_events, settings.flush_interval_ms, counters,
     )  # fmt: skip
+    loop.resolver = resolver
     app.batch_loop = loop  # type: ignore[attr-defined]  # for tests and the benchmark's profile
     app.folder = folder  # type: ignore[attr-defined]
     use_input_consumer(app, (topics.orders, topics.inventory), loop.input.offer)
@@ -155,6 +158,15 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
     faust_app.on_partitions_revoked.connect(on_revoked)
     faust_app.on_rebalance_complete.connect(on_recovered)
     return app
+
+
+def schema_resolver(settings: WorkerSettings, codec: FastavroCodec) -> SchemaResolver | None:
+    """With a schema registry configured, what resolves Confluent schema ids into `codec` (contract §3)."""
+    if not settings.schema_registry_url:
+        return None
+    from schemas.confluent import SchemaResolver
+
+    return SchemaResolver(codec, settings.schema_registry_url)
 
 
 def command_line() -> list[str]:

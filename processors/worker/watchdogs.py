@@ -50,6 +50,8 @@ class Watchdogs:
         positions = loop.positions
         if loop.paused or app.should_stop or not positions.expected:
             return
+        if loop.resolver is not None and loop.resolver.waiting:
+            return  # waiting for the schema registry, not stalled
         consumer: Any = app.consumer
         assigned = consumer.assignment()
         tps = [tp for tp in positions.expected if tp in assigned]

@@ -4,27 +4,33 @@ Ctrl-C (SIGINT) stops every child and exits 0."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
+import pytest
 
 from infra.topics import Topics
-from tests.integration.conftest import ROOT
+from tests.integration.conftest import ROOT, read_topic
 from tests.integration.test_client import free_port
 
 
+@pytest.mark.parametrize("registry", [False, True], ids=["single-object", "with-registry"])
 def test_up_starts_everything_prints_the_dashboard_and_stops_on_ctrl_c(
-    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path, registry: bool
 ) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("VENDORPULSE_JWT_SECRET", "VENDORPULSE_ENV")}
+    unset = ("VENDORPULSE_JWT_SECRET", "VENDORPULSE_ENV", "VENDORPULSE_SCHEMA_REGISTRY_URL")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env |= {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "VENDORPULSE_TOPIC_PREFIX": topics.orders.removesuffix("orders"),
@@ -32,6 +38,8 @@ def test_up_starts_everything_prints_the_dashboard_and_stops_on_ctrl_c(
         "VENDORPULSE_DATA_DIR": str(tmp_path / "worker-data"),
     }
     command = [sys.executable, "-m", "infra", "up", "--port", str(port), "--vendors", "2", "--rate", "100"]
+    if registry:  # the demo with a local schema registry and both framings (docs/REGISTRY.md)
+        command.append("--registry")
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout is not None
@@ -83,3 +91,11 @@ def test_up_starts_everything_prints_the_dashboard_and_stops_on_ctrl_c(
         except ProcessLookupError:
             continue
         raise AssertionError(f"child {pid} still runs after `up` exited")
+    if registry:
+        url = re.search(r"schema registry at (http://\S+):", stderr)
+        assert url, stderr
+        values = [v or b"" for _, v, _ in asyncio.run(read_topic(kafka_bootstrap, topics.orders))]
+        assert any(v[:1] == b"\x00" for v in values)  # Confluent-framed orders were folded above
+        assert any(v[:2] == b"\xc3\x01" for v in values)
+        with pytest.raises(urllib.error.URLError, match="refused"):  # `up` stopped the registry it started
+            urllib.request.urlopen(f"{url[1]}/config", timeout=2)

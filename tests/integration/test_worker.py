@@ -23,7 +23,7 @@ from infra.settings import KafkaSettings
 from infra.simulate import EventGenerator, SimConfig
 from infra.topics import Topics
 from processors.replay import run_replay
-from schemas.codec import FastavroCodec
+from schemas.codec import Codec, FastavroCodec
 from schemas.events import Event, OrderCancelled, OrderItem, OrderPlaced, ProductUpserted
 from schemas.exceptions import CodecError
 from tests.integration.conftest import WorkerProcess, latest_snapshots, read_topic, wait_until
@@ -96,8 +96,9 @@ def expected_at(log: list[tuple[str, Event]], topics: Topics, vendor: str, as_of
     return reference_snapshot(of_vendor, vendor, as_of, 30)
 
 
-def log_in_kafka(bootstrap: str, topics: Topics) -> list[tuple[str, Event]]:
-    """The input as the broker holds it: each partition in offset order (the contract's log order)."""
+def log_in_kafka(bootstrap: str, topics: Topics, codec: Codec = codec) -> list[tuple[str, Event]]:
+    """The input as the broker holds it: each partition in offset order (the contract's log order).
+    Confluent-framed records need a `codec` whose schema ids were resolved (tests/integration/test_registry.py)."""
     out: list[tuple[str, Event]] = []
     for topic in (topics.orders, topics.inventory):
         for key, value, _ in asyncio.run(read_topic(bootstrap, topic)):
@@ -111,9 +112,10 @@ def log_in_kafka(bootstrap: str, topics: Topics) -> list[tuple[str, Event]]:
 
 
 def assert_converges(
-    bootstrap: str, topics: Topics, sent: list[tuple[str, Event]], worker: WorkerProcess, within: float = 90
-) -> None:
-    log = log_in_kafka(bootstrap, topics)
+    bootstrap: str, topics: Topics, sent: list[tuple[str, Event]], worker: WorkerProcess, within: float = 90,
+    codec: Codec = codec,
+) -> None:  # fmt: skip
+    log = log_in_kafka(bootstrap, topics, codec)
     assert not Counter(e.event_id for _, e in sent) - Counter(e.event_id for _, e in log)  # all in Kafka
     vendors = sorted({e.vendor_id for _, e in log})
     final = {v: expected_at(log, topics, v, int(time.time() * 1000))["version"] for v in vendors}

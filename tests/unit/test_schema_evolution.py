@@ -172,7 +172,7 @@ def test_type_promotion_is_backward_but_not_forward_compatible(tmp_path: Path) -
     assert check_versions(versions, "backward") == []
     assert check_versions(versions, "forward") == [
         "InventoryAdjusted v1 cannot read InventoryAdjusted v2: "
-        "type_mismatch: reader type: int not compatible with writer type: long (at /fields/4/type)"
+        "type_mismatch: reader type: int not compatible with writer type: long (at /fields/4/type, field delta)"
     ]
     assert check_versions(versions, "full") == check_versions(versions, "forward")
 
@@ -199,7 +199,7 @@ def test_a_directory_with_an_incompatible_v2_fails(tmp_path: Path) -> None:
     bad = make_schema_dir(tmp_path, OrderCancelled_v2=with_field(V1, {"name": "x", "type": "long"}))
     assert check_directory(bad) == [
         "OrderCancelled v2 cannot read OrderCancelled v1: "
-        "reader_field_missing_default_value: x (at /fields/5)"
+        "reader_field_missing_default_value: x (at /fields/5, field x)"
     ]
 
 
