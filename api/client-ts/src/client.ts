@@ -14,92 +14,19 @@
  */
 
 import { ReconnectFailedError, ServerRefusedError, VendorPulseError } from "./errors.js";
-import { LatencyWindow, OutboundQueue, Pacer, backoffCeiling, tokenExpiry } from "./policy.js";
 import {
-  type ClientMessageData,
-  type ClientMessageType,
-  type Envelope,
-  type ServerError,
-  type ServerMessage,
-  type ServerMessageData,
-  type Snapshot,
-  WS_PATH,
-} from "./protocol.js";
+  type ClientEvents,
+  type ClientOptions,
+  type ConnectionHealth,
+  type ConnectionState,
+  type ConnectionStats,
+  DEFAULTS,
+  type ResolvedOptions,
+} from "./options.js";
+import { LatencyWindow, OutboundQueue, Pacer, backoffCeiling, tokenExpiry } from "./policy.js";
+import { type ClientMessageData, type ClientMessageType, type Envelope, type Snapshot, WS_PATH } from "./protocol.js";
 import { Received } from "./received.js";
 import { OPEN, type WebSocketConstructor, type WebSocketLike, loadWebSocket, platformWebSocket } from "./transport.js";
-
-export type ConnectionState = "connecting" | "connected" | "reconnecting" | "failed" | "closed";
-
-export interface ConnectionHealth {
-  /** Connected, no ping unanswered for longer than `pingInterval`, latency ≤ `latencyWarningMs`. */
-  isHealthy: boolean;
-  /** Average round trip of the last 100 pings, ms; null before the first. */
-  latency: number | null;
-  /** Failed attempts since the last connection. */
-  reconnectAttempts: number;
-  queuedMessages: number;
-  connectionState: ConnectionState;
-  /** Seconds connected; 0 while not connected. */
-  uptime: number;
-}
-
-export interface ConnectionStats {
-  reconnects: number;
-  droppedMessages: number;
-  duplicatesDropped: number;
-  resumeGaps: number;
-  latencyWarnings: number;
-  lastLatency: number | null;
-  /** Every backoff wait so far, ms, in order. */
-  backoffDelays: number[];
-  /** The acknowledgement sent as `resume_after` on the next reconnect. */
-  cursor: string | null;
-  messagesReceived: number;
-  messagesSent: number;
-}
-
-export type TokenProvider = () => string | Promise<string>;
-export type Logger = Pick<Console, "warn" | "error">;
-
-export interface ClientOptions {
-  /** Called for a new token before `exp`, and after a 4001 close (which is then retried). */
-  tokenProvider?: TokenProvider | null;
-  maxAttempts?: number;
-  /** ms */
-  baseDelay?: number;
-  /** ms */
-  maxDelay?: number;
-  queueLimit?: number;
-  /** ms */
-  pingInterval?: number;
-  latencyWarningMs?: number;
-  /** Seconds before `exp` the token is renewed (at most half its lifetime). */
-  refreshMargin?: number;
-  /** Queued messages per second, and burst. */
-  sendRate?: number;
-  sendBurst?: number;
-  /** Uniform in [0, 1): the backoff jitter. */
-  random?: () => number;
-  /** The WebSocket implementation; default: the platform's, else the `ws` package. */
-  WebSocket?: WebSocketConstructor | null;
-  logger?: Logger;
-}
-
-export type ResolvedOptions = Required<ClientOptions>;
-
-/** The client's events: every server message type (its `data`), and the client's own. */
-export interface ClientEvents extends Omit<ServerMessageData, "ping" | "error"> {
-  /** Every server message but the pings and pongs the client consumes. */
-  message: ServerMessage;
-  /** The snapshot held changed (from `analytics_update` or a newer `metrics_update`). */
-  snapshot: Snapshot;
-  state: ConnectionState;
-  /** The average round trip after each answered ping, ms. */
-  latency: number;
-  latency_warning: number;
-  /** A server `error` frame, or a `VendorPulseError`: the client stopped for good. */
-  error: ServerError | VendorPulseError;
-}
 
 type Handler = (value: never) => void;
 type Timer = ReturnType<typeof setTimeout>;
@@ -109,11 +36,6 @@ interface Ping {
 }
 
 const FATAL: Record<number, string> = { 4000: "bad request", 4003: "forbidden" };
-const DEFAULTS: ResolvedOptions = {
-  tokenProvider: null, maxAttempts: 10, baseDelay: 1000, maxDelay: 30_000, queueLimit: 100,
-  pingInterval: 5000, latencyWarningMs: 150, refreshMargin: 60, sendRate: 8, sendBurst: 16,
-  random: Math.random, WebSocket: null, logger: console,
-}; // prettier-ignore
 
 export class VendorPulseClient {
   /** The backoff ceiling after `attempt` failures (ms). */
@@ -125,17 +47,11 @@ export class VendorPulseClient {
   /** The WebSocket route, ws: or wss:. */
   readonly url: string;
   readonly vendorId: string;
-  token: string;
-  state: ConnectionState = "connecting";
-  /** Every backoff wait so far, ms. */
-  readonly delays: number[] = [];
-  reconnects = 0;
-  latencyWarnings = 0;
-  /** Failed attempts since the last connection. */
-  attempts = 0;
-  messagesReceived = 0;
-  messagesSent = 0;
 
+  private current: ConnectionState = "connecting";
+  private credential: string;
+  private readonly waits: number[] = [];
+  private readonly counts = { reconnects: 0, latencyWarnings: 0, attempts: 0, received: 0, sent: 0 };
   private readonly received: Received;
   private readonly outbox: OutboundQueue<Envelope>;
   private readonly window: LatencyWindow;
@@ -167,7 +83,7 @@ export class VendorPulseClient {
     const path = url.pathname.replace(/\/+$/, "") || WS_PATH;
     this.url = `${secure ? "wss:" : "ws:"}//${url.host}${path}`;
     this.vendorId = vendorId;
-    this.token = token;
+    this.credential = token;
     this.received = new Received((message, detail) => this.options.logger.warn(message, detail));
     this.outbox = new OutboundQueue(this.options.queueLimit);
     this.window = new LatencyWindow(100);
@@ -213,10 +129,10 @@ export class VendorPulseClient {
     if (this.closed) throw new VendorPulseError("this client was closed; create a new one to connect again");
     if (this.running) return this;
     this.running = true;
-    if (this.state === "failed") {
-      this.state = "connecting";
-      this.attempts = 0;
-      this.emit("state", this.state);
+    if (this.current === "failed") {
+      this.current = "connecting";
+      this.counts.attempts = 0;
+      this.emit("state", this.current);
     }
     this.open();
     return this;
@@ -249,8 +165,8 @@ export class VendorPulseClient {
 
   /** Use a new token from now on: sent as `refresh_token` at once when connected, and on reconnects. */
   setToken(token: string): void {
-    if (token === this.token) return;
-    this.token = token;
+    if (token === this.credential) return;
+    this.credential = token;
     if (this.state === "connected") {
       this.direct("refresh_token", { token });
       this.scheduleTokenRefresh();
@@ -258,6 +174,41 @@ export class VendorPulseClient {
   }
 
   // --- what the client holds
+
+  get state(): ConnectionState {
+    return this.current;
+  }
+
+  /** The token used for the next (re)connect: the latest from `setToken` or the `tokenProvider`. */
+  get token(): string {
+    return this.credential;
+  }
+
+  /** Every backoff wait so far, ms. */
+  get delays(): readonly number[] {
+    return this.waits;
+  }
+
+  get reconnects(): number {
+    return this.counts.reconnects;
+  }
+
+  get latencyWarnings(): number {
+    return this.counts.latencyWarnings;
+  }
+
+  /** Failed attempts since the last connection. */
+  get attempts(): number {
+    return this.counts.attempts;
+  }
+
+  get messagesReceived(): number {
+    return this.counts.received;
+  }
+
+  get messagesSent(): number {
+    return this.counts.sent;
+  }
 
   /** The latest snapshot, current after every reconnect; null before the first. */
   get snapshot(): Snapshot | null {
@@ -305,7 +256,7 @@ export class VendorPulseClient {
     return {
       isHealthy: connected && !overdue && (latency === null || latency <= this.options.latencyWarningMs),
       latency,
-      reconnectAttempts: this.attempts,
+      reconnectAttempts: this.counts.attempts,
       queuedMessages: this.outbox.length,
       connectionState: this.state,
       uptime: this.connectedAt === null ? 0 : (now - this.connectedAt) / 1000,
@@ -337,16 +288,16 @@ export class VendorPulseClient {
 
   statistics(): ConnectionStats {
     return {
-      reconnects: this.reconnects,
+      reconnects: this.counts.reconnects,
       droppedMessages: this.outbox.dropped,
       duplicatesDropped: this.received.duplicatesDropped,
       resumeGaps: this.received.resumeGaps,
-      latencyWarnings: this.latencyWarnings,
+      latencyWarnings: this.counts.latencyWarnings,
       lastLatency: this.window.last,
-      backoffDelays: this.delays.slice(),
+      backoffDelays: this.waits.slice(),
       cursor: this.received.cursor,
-      messagesReceived: this.messagesReceived,
-      messagesSent: this.messagesSent,
+      messagesReceived: this.counts.received,
+      messagesSent: this.counts.sent,
     };
   }
 
@@ -412,21 +363,21 @@ export class VendorPulseClient {
       this.fatal(new ServerRefusedError(message, code));
       return;
     }
-    this.attempts += 1;
-    if (this.attempts >= this.options.maxAttempts) {
-      const message = `gave up after ${this.attempts} failed connection attempts to ${this.url} (${code} ${reason})`;
+    this.counts.attempts += 1;
+    if (this.counts.attempts >= this.options.maxAttempts) {
+      const message = `gave up after ${this.counts.attempts} failed connection attempts to ${this.url} (${code} ${reason})`;
       this.fatal(new ReconnectFailedError(message, code));
       return;
     }
     const { baseDelay, maxDelay, random } = this.options;
-    const delay = random() * backoffCeiling(this.attempts, baseDelay, maxDelay);
-    this.delays.push(delay);
+    const delay = random() * backoffCeiling(this.counts.attempts, baseDelay, maxDelay);
+    this.waits.push(delay);
     this.emit("state", this.state);
     const renew = code === 4001 && provider ? Promise.resolve().then(provider) : Promise.resolve(this.token);
     renew.then(
       (token) => {
         if (this.closed) return;
-        this.token = token;
+        this.credential = token;
         this.later(() => this.open(), delay);
       },
       (error: unknown) => this.fatal(new ReconnectFailedError(`the token provider failed: ${String(error)}`, code)),
@@ -449,7 +400,7 @@ export class VendorPulseClient {
       return;
     }
     if (message === null || typeof message !== "object" || typeof message.type !== "string") return;
-    this.messagesReceived += 1;
+    this.counts.received += 1;
     const { type, data } = message;
     const body = data !== null && typeof data === "object" ? (data as Record<string, unknown>) : null;
     if (type === "ping") {
@@ -469,9 +420,9 @@ export class VendorPulseClient {
   }
 
   private onConnected(): void {
-    if (this.everConnected) this.reconnects += 1;
+    if (this.everConnected) this.counts.reconnects += 1;
     this.everConnected = true;
-    this.attempts = 0;
+    this.counts.attempts = 0;
     this.connectedAt = performance.now();
     this.setState("connected");
     this.later(() => this.ping(null), 500); // a first latency figure soon, once the page has rendered
@@ -519,7 +470,7 @@ export class VendorPulseClient {
         return;
       }
       this.ws.send(JSON.stringify(this.outbox.shift()));
-      this.messagesSent += 1;
+      this.counts.sent += 1;
     }
   }
 
@@ -527,7 +478,7 @@ export class VendorPulseClient {
   private direct<K extends ClientMessageType>(type: K, data: ClientMessageData[K], ws = this.ws): void {
     if (!ws || ws.readyState !== OPEN) return;
     ws.send(JSON.stringify({ type, data, timestamp: new Date().toISOString() }));
-    this.messagesSent += 1;
+    this.counts.sent += 1;
   }
 
   private heartbeat(): void {
@@ -561,7 +512,7 @@ export class VendorPulseClient {
     const limit = this.options.latencyWarningMs;
     if (latency > limit && !this.slow) {
       this.slow = true;
-      this.latencyWarnings += 1;
+      this.counts.latencyWarnings += 1;
       this.options.logger.warn(`vendorpulse: latency ${latency.toFixed(0)} ms is above ${limit} ms`);
       this.emit("latency_warning", latency);
     } else if (latency <= limit) this.slow = false;
@@ -583,7 +534,7 @@ export class VendorPulseClient {
     this.refreshTimer = this.later(async () => {
       this.refreshTimer = null;
       try {
-        this.token = await provider();
+        this.credential = await provider();
       } catch (error) {
         this.options.logger.warn("vendorpulse: the token provider failed; trying again in 5 s", error);
         if (this.state === "connected") this.refreshTimer = this.later(() => this.scheduleTokenRefresh(), 5000);
@@ -596,7 +547,7 @@ export class VendorPulseClient {
 
   private setState(state: ConnectionState): void {
     if (this.state === state || this.state === "closed" || (this.state === "failed" && state !== "closed")) return;
-    this.state = state;
+    this.current = state;
     this.emit("state", state);
   }
 }

@@ -3,8 +3,8 @@
  * browsers and Node 20+. The React hook is in `vendorpulse-client/react`.
  */
 
+export { VendorPulseClient } from "./client.js";
 export {
-  VendorPulseClient,
   type ClientEvents,
   type ClientOptions,
   type ConnectionHealth,
@@ -13,7 +13,7 @@ export {
   type Logger,
   type ResolvedOptions,
   type TokenProvider,
-} from "./client.js";
+} from "./options.js";
 export { ReconnectFailedError, ServerRefusedError, VendorPulseError } from "./errors.js";
 export { LatencyWindow, OutboundQueue, Pacer, backoffCeiling, backoffDelay, notAfter, tokenExpiry } from "./policy.js";
 export * from "./protocol.js";

@@ -11,7 +11,8 @@
 
 import { useEffect, useRef, useState } from "react";
 
-import { type ClientOptions, type ConnectionHealth, VendorPulseClient } from "./client.js";
+import { VendorPulseClient } from "./client.js";
+import type { ClientOptions, ConnectionHealth } from "./options.js";
 import { VendorPulseError } from "./errors.js";
 import type { NewOrder, Snapshot, StockAlert } from "./protocol.js";
 
