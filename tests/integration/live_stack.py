@@ -4,8 +4,10 @@ simulated vendor's events on the session's Kafka, folded by a real worker, serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
+from collections.abc import AsyncIterator, Callable
 from itertools import islice
 from typing import Any
 
@@ -13,6 +15,7 @@ import httpx2
 from aiokafka import AIOKafkaProducer
 
 from api.app import create_app
+from api.auth import make_token
 from api.server import ServerThread
 from api.settings import ApiSettings
 from infra.simulate import EventGenerator, SimConfig
@@ -20,7 +23,8 @@ from infra.topics import Topics
 from schemas.codec import FastavroCodec
 from schemas.events import OrderPlaced
 from tests.integration.conftest import WorkerProcess
-from tests.integration.test_api_live import wait_ready
+from tests.integration.test_api_live import settings_for, wait_ready
+from tests.integration.test_client import free_port
 
 DAY = 86_400_000
 VENDOR = "vendor-001"
@@ -86,3 +90,45 @@ async def start_api(settings: ApiSettings, port: int) -> ServerThread:
     await asyncio.to_thread(server.start)
     await wait_ready(port)
     return server
+
+
+@dataclasses.dataclass
+class Stack:
+    """A shop's history folded by a worker and served by an API on `port`, which can be restarted."""
+
+    shop: Shop
+    worker: WorkerProcess
+    settings: ApiSettings
+    token: str
+    port: int
+    server: ServerThread
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def settled(self) -> dict[str, Any]:
+        return await settled(self.port, self.token, worker=self.worker)
+
+    async def stop_api(self) -> None:
+        await asyncio.to_thread(self.server.stop)
+
+    async def start_api(self) -> None:
+        self.server = await start_api(self.settings, self.port)
+
+
+@contextlib.asynccontextmanager
+async def live_stack(
+    bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess], history: int, **settings: Any
+) -> AsyncIterator[Stack]:
+    """`history` events of VENDOR sent, a worker folding them, an API (with `settings`) serving them."""
+    shop = Shop(bootstrap, topics, history=history)
+    await shop.send(history)
+    worker = make_worker().start()
+    api = settings_for(bootstrap, topics, **settings)
+    port = free_port()
+    stack = Stack(shop, worker, api, make_token(VENDOR, settings=api), port, await start_api(api, port))
+    try:
+        yield stack
+    finally:
+        await stack.stop_api()

@@ -26,9 +26,8 @@ from api.auth import make_token
 from api.settings import api_settings
 from infra.topics import Topics
 from tests.integration.conftest import WorkerProcess
-from tests.integration.live_stack import VENDOR, Shop, settled, start_api
+from tests.integration.live_stack import VENDOR, live_stack
 from tests.integration.test_api_live import running_api, settings_for
-from tests.integration.test_client import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 Event = dict[str, Any]
@@ -121,16 +120,9 @@ async def probe(client_dir: Path, url: str, token: str, form: str = "esm") -> As
 async def test_snapshot_orders_and_an_api_restart_without_gap(
     kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess], ts_client: Path
 ) -> None:
-    shop = Shop(kafka_bootstrap, topics, history=600)
-    await shop.send(600)
-    worker = make_worker().start()
-    settings = settings_for(kafka_bootstrap, topics)
-    token = make_token(VENDOR, settings=settings)
-    port = free_port()
-    server = await start_api(settings, port)
-    try:
-        expected = await settled(port, token, worker=worker)
-        async with probe(ts_client, f"http://127.0.0.1:{port}", token) as client:
+    async with live_stack(kafka_bootstrap, topics, make_worker, history=600) as stack:
+        shop, expected = stack.shop, await stack.settled()
+        async with probe(ts_client, stack.url, stack.token) as client:
             ready = await client.wait_for(lambda: client.first("ready"), "start")
             assert ready["websocket"] == "ws", ready  # Node 20 has no WebSocket: the ws package
             # The snapshot: the API's, as the HTTP route gives it.
@@ -143,7 +135,7 @@ async def test_snapshot_orders_and_an_api_restart_without_gap(
             assert placed
             await client.wait_for(lambda: len(client.orders()) >= len(placed), "orders")
             assert client.orders() == placed
-            counted = await settled(port, token, worker=worker)
+            counted = await stack.settled()
             await client.wait_for(
                 lambda: [s for s in client.messages("metrics_update") if s["version"] == counted["version"]],
                 "the snapshot counting them",
@@ -155,11 +147,11 @@ async def test_snapshot_orders_and_an_api_restart_without_gap(
             assert 0 < health["latency"] < 150
 
             # The API stops; orders are placed meanwhile; it comes back on the same address.
-            await asyncio.to_thread(server.stop)
+            await stack.stop_api()
             await client.wait_for(lambda: "reconnecting" in client.states(), "reconnecting")
             placed_while_down = await shop.send(30)
             since = len(client.events)
-            server = await start_api(settings, port)
+            await stack.start_api()
             resumed = await client.wait_for(lambda: client.status("resumed", since), "resume")
             assert resumed["complete"] is True, resumed
             await client.wait_for(
@@ -174,7 +166,7 @@ async def test_snapshot_orders_and_an_api_restart_without_gap(
             assert stats["duplicatesDropped"] == 0
             assert stats["resumeGaps"] == 0
             assert stats["cursor"] == client.messages("new_order")[-1]["cursor"]
-            latest = await settled(port, token, worker=worker)
+            latest = await stack.settled()
             await client.wait_for(
                 lambda: (
                     [s for s in client.messages("metrics_update", since) if s["version"] == latest["version"]]
@@ -186,8 +178,6 @@ async def test_snapshot_orders_and_an_api_restart_without_gap(
                 ),
                 "the latest snapshot after the restart",
             )
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 async def test_a_bad_token_closes_4001_and_is_not_retried(
@@ -226,23 +216,17 @@ async def test_react_hook_renders_the_live_stack(
     kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess], ts_client: Path,
     tmp_path: Path,
 ) -> None:  # fmt: skip
-    shop = Shop(kafka_bootstrap, topics, history=600)
-    await shop.send(600)
-    worker = make_worker().start()
     # the component's page is on a dashboard dev server's origin: the API allows it, as it must for any
     # dashboard it does not serve itself
-    settings = settings_for(kafka_bootstrap, topics, allowed_origins=["http://localhost:5173"])
-    token = make_token(VENDOR, settings=settings)
-    port = free_port()
-    server = await start_api(settings, port)
-    try:
-        expected = await settled(port, token, worker=worker)
+    origin = {"allowed_origins": ["http://localhost:5173"]}
+    async with live_stack(kafka_bootstrap, topics, make_worker, history=600, **origin) as stack:
+        expected = await stack.settled()
         (tmp_path / "expect.json").write_bytes(orjson.dumps(expected))
         signal, results = tmp_path / "signal", tmp_path / "results.json"
         signal.mkdir()
         env = os.environ | {
-            "VP_URL": f"http://127.0.0.1:{port}", "VP_VENDOR": VENDOR, "VP_TOKEN": token,
-            "VP_ADMIN_TOKEN": make_token(None, admin=True, settings=settings),
+            "VP_URL": stack.url, "VP_VENDOR": VENDOR, "VP_TOKEN": stack.token,
+            "VP_ADMIN_TOKEN": make_token(None, admin=True, settings=stack.settings),
             "VP_EXPECT": str(tmp_path / "expect.json"), "VP_SIGNAL": str(signal), "VP_RESULTS": str(results),
         }  # fmt: skip
         vitest = await asyncio.create_subprocess_exec(
@@ -254,7 +238,7 @@ async def test_react_hook_renders_the_live_stack(
         async with asyncio.timeout(120):
             while not output.done():
                 if (signal / "ready").exists() and not placed:
-                    placed = await shop.send(15)  # the component is up: orders for it to show
+                    placed = await stack.shop.send(15)  # the component is up: orders for it to show
                 await asyncio.sleep(0.1)
         log = (await output)[0].decode(errors="replace")
         assert vitest.returncode == 0, log
@@ -264,5 +248,3 @@ async def test_react_hook_renders_the_live_stack(
         assert shown["orders"], shown
         assert shown["orders"][::-1] == placed[: len(shown["orders"])]  # newest first, each once, in order
         assert shown["version"] > expected["version"]
-    finally:
-        await asyncio.to_thread(server.stop)

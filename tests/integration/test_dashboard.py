@@ -24,8 +24,8 @@ from api.server import ServerThread
 from api.settings import api_settings
 from infra.topics import Topics
 from tests.integration.conftest import WorkerProcess
-from tests.integration.live_stack import VENDOR, Shop, settled, start_api
-from tests.integration.test_api_live import SECRET, settings_for
+from tests.integration.live_stack import live_stack
+from tests.integration.test_api_live import SECRET
 from tests.integration.test_client import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -81,15 +81,9 @@ async def chart_data(page: Page, canvas: str) -> Any:
 async def test_dashboard_shows_the_snapshot_and_survives_an_api_restart(
     kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess], page: Page
 ) -> None:
-    shop = Shop(kafka_bootstrap, topics, history=2500)
-    await shop.send(2500)
-    worker = make_worker().start()
-    settings = settings_for(kafka_bootstrap, topics)
-    token = make_token(VENDOR, settings=settings)
-    port = free_port()
-    server = await start_api(settings, port)
-    try:
-        expected = await settled(port, token, worker=worker)
+    async with live_stack(kafka_bootstrap, topics, make_worker, history=2500) as stack:
+        shop, token, port = stack.shop, stack.token, stack.port
+        expected = await stack.settled()
         await page.goto(f"http://127.0.0.1:{port}/dashboard?token={token}&{FAST}")
         badge = page.get_by_test_id("badge")
         await expect(badge).to_contain_text("connected", timeout=10_000)
@@ -122,16 +116,16 @@ async def test_dashboard_shows_the_snapshot_and_survives_an_api_restart(
         await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
         # The API goes away: the badge says so while the page retries.
-        await asyncio.to_thread(server.stop)
+        await stack.stop_api()
         stopped = time.monotonic()
         await expect(badge).to_contain_text("disconnected", timeout=5_000)
         assert await badge.get_attribute("data-state") == "reconnecting"
         await page.screenshot(path=str(ARTIFACTS / "dashboard-disconnected.png"), full_page=True)
         placed_while_down = await shop.send(30)  # orders while the API is down, stamped now
-        server = await start_api(settings, port)
+        await stack.start_api()
         await expect(badge).to_contain_text("connected · ", timeout=10_000)
         reconnected_after = time.monotonic() - stopped
-        later = await settled(port, token, worker=worker)
+        later = await stack.settled()
         assert later["metrics"]["orders"]["current"] > m["orders"]["current"]
         await expect(page.locator('[data-testid="kpi-orders"] .value')).to_have_attribute(
             "data-value", str(later["metrics"]["orders"]["current"]), timeout=10_000
@@ -153,8 +147,6 @@ async def test_dashboard_shows_the_snapshot_and_survives_an_api_restart(
         assert stats["duplicatesDropped"] == 0
         await page.screenshot(path=str(ARTIFACTS / "dashboard-reconnected.png"), full_page=True)
         print(f"dashboard reconnected {reconnected_after:.1f} s after the API stopped")
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 async def test_js_client_backoff_queue_and_health(page: Page) -> None:
