@@ -7,7 +7,16 @@ STAMP := $(VENV)/.installed
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint test test-unit test-integration chaos soak run kafka kafka-stop registry schemas-check bench clean
+.PHONY: help venv client test-client lint test test-unit test-integration chaos soak run kafka kafka-stop registry schemas-check bench clean
+
+# The TypeScript client (api/client-ts): its dependencies from the committed lockfile (npm ci), its
+# build (dist/), and the script-tag build copied to where the API serves the dashboard's client. Build
+# output is not committed: these rules make it on first use and again when a source changes.
+CLIENT := api/client-ts
+NPM_STAMP := $(CLIENT)/node_modules/.installed
+CLIENT_DIST := $(CLIENT)/dist/browser/vendorpulse-client.min.js
+BUNDLE := api/static/vendorpulse-client.js
+CLIENT_SOURCES := $(wildcard $(CLIENT)/src/*.ts) $(wildcard $(CLIENT)/tsconfig*.json) $(CLIENT)/scripts/bundle.mjs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -20,18 +29,34 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv with the project and its dev tools
 
+$(NPM_STAMP): $(CLIENT)/package.json $(CLIENT)/package-lock.json
+	@command -v npm >/dev/null || { echo "the TypeScript client needs Node.js 20+ and npm (https://nodejs.org)"; exit 1; }
+	cd $(CLIENT) && npm ci --ignore-scripts --no-audit --no-fund  # no dependency runs code at install
+	@touch $@
+
+$(CLIENT_DIST): $(NPM_STAMP) $(CLIENT_SOURCES)
+	cd $(CLIENT) && npm run --silent build
+
+$(BUNDLE): $(CLIENT_DIST)
+	cp $< $@
+
+client: $(BUNDLE) ## build the TypeScript client (npm ci from the lockfile, then api/client-ts/dist and the dashboard's copy)
+
+test-client: $(BUNDLE) ## the TypeScript client's unit tests and package check (npm test)
+	cd $(CLIENT) && npm test && npm run --silent check:package
+
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) lint registry ## lint, then every test but the slow fault scenarios (unit + integration, real Kafka and registry)
+test: $(STAMP) lint registry test-client ## lint, the TypeScript client's tests, then every other test but the slow fault scenarios (real Kafka and registry)
 	$(BIN)/pytest -m "not chaos" $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only (no broker)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: $(STAMP) registry ## integration tests only (starts a private Kafka and schema registry for the session)
+test-integration: $(STAMP) registry $(BUNDLE) ## integration tests only (starts a private Kafka and schema registry for the session)
 	$(BIN)/pytest -m "not chaos" tests/integration $(PYTEST_ARGS)
 
 chaos: $(STAMP) ## fault scenarios: broker loss on a three-broker cluster, worker and API kills (~2 min)
@@ -53,7 +78,7 @@ registry: $(STAMP) ## build the local schema registry from its pinned Go module,
 schemas-check: registry ## register every published .avsc version in a throwaway registry: BACKWARD, checked by the registry
 	$(BIN)/vendorpulse schemas register --local
 
-run: $(STAMP) ## everything: local Kafka, topics, worker, API, simulator; prints the dashboard URL; Ctrl-C stops
+run: $(STAMP) $(BUNDLE) ## everything: local Kafka, topics, worker, API, simulator; prints the dashboard URL; Ctrl-C stops
 	$(BIN)/vendorpulse up $(UP_ARGS)
 
 bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json
@@ -65,6 +90,6 @@ bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.abuse
 
-clean: ## stop Kafka and delete .venv and .vendorpulse
+clean: ## stop Kafka and delete .venv, .vendorpulse and the client's node_modules and builds
 	-$(BIN)/vendorpulse kafka stop
-	rm -rf $(VENV) .vendorpulse
+	rm -rf $(VENV) .vendorpulse $(CLIENT)/node_modules $(CLIENT)/dist $(BUNDLE)

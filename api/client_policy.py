@@ -1,6 +1,6 @@
 """The policies of the Python client (`api.client`), kept apart so they can be tested without a server:
 the reconnect backoff, the outbound queue, the latency window and the send pacing. The JavaScript
-client (`api/static/vendorpulse-client.js`) implements the same ones with the same defaults.
+client (`api/client-ts/src/policy.ts`) implements the same ones with the same defaults.
 """
 
 from __future__ import annotations

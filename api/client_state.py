@@ -1,6 +1,6 @@
 """What the Python client keeps from the server's messages across reconnects: the latest snapshot, the
 resume cursor (its acknowledgement, docs/API.md "Resume") and which notifications it has already seen.
-The JavaScript client (`api/static/vendorpulse-client.js`, `accept`) follows the same rules."""
+The TypeScript client (`api/client-ts/src/received.ts`) follows the same rules."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The browser dashboard (`GET /dashboard`) and its static files (`/static/...`), served by the API
-itself: no CDN, no build step. `api/static/` holds the page, its script and styles, the JavaScript
-client (`vendorpulse-client.js`) and the vendored Chart.js build (`vendor/chartjs/`, with its license).
+itself: no CDN. `api/static/` holds the page, its script and styles, the vendored Chart.js build
+(`vendor/chartjs/`, with its license) and `vendorpulse-client.js`, the script-tag build of the npm
+package in `api/client-ts/` (written there by `make client`; not committed).
 The page takes its token from `?token=` or a form field and talks to this server's WebSocket route."""
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 /*
  * The vendorpulse dashboard: renders the snapshots and new_order notifications that VendorPulseClient
- * (vendorpulse-client.js) receives from this server. Token from ?token= (then kept in sessionStorage and
+ * receives from this server. The client is the npm package's script-tag build (api/client-ts, built by
+ * `make client` into /static/vendorpulse-client.js). Token from ?token= (then kept in sessionStorage and
  * removed from the address bar) or from the form; vendor from ?vendor= or the token's vendor_id claim.
  * Optional URL settings for the client: baseDelay, maxDelay (ms), maxAttempts, pingInterval (ms).
  */
@@ -256,9 +257,13 @@
     for (const key of ["baseDelay", "maxDelay", "maxAttempts", "pingInterval"]) {
       if (params.has(key)) options[key] = Number(params.get(key));
     }
+    if (typeof VendorPulseClient === "undefined") {
+      $('[data-testid="health"]').textContent =
+        "the dashboard's client (/static/vendorpulse-client.js) is missing: build it with `make client`";
+      return;
+    }
     client = new VendorPulseClient(location.origin, vendor, token, options);
-    client.on("analytics_update", render);
-    client.on("metrics_update", render);
+    client.on("snapshot", render);
     client.on("new_order", addOrder);
     client.on("state", renderHealth);
     client.on("latency", renderHealth);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,22 @@ from aiokafka import AIOKafkaConsumer
 from infra.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[2]
+CLIENT_TS = ROOT / "api" / "client-ts"
+
+
+@pytest.fixture(scope="session")
+def ts_client() -> Path:
+    """The TypeScript client (`api/client-ts`) built from its current sources by `make client` (`npm ci`
+    from the lockfile on first use, then `dist/` and the dashboard's copy in `api/static/`). Without
+    Node.js the tests that need it are skipped, except under CI=true, where they fail."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        reason = "the TypeScript client needs Node.js 20+ and npm on the PATH"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: not skipped)")
+        pytest.skip(reason)
+    built = subprocess.run(["make", "-s", "client"], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert built.returncode == 0, f"make client failed:\n{built.stdout}\n{built.stderr}"
+    return CLIENT_TS
 
 
 @dataclass

@@ -9,37 +9,29 @@ under CI=true, where they fail.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaProducer
 
 from api.app import create_app
 from api.auth import make_token
 from api.server import ServerThread
-from api.settings import ApiSettings, api_settings
-from infra.simulate import EventGenerator, SimConfig
+from api.settings import api_settings
 from infra.topics import Topics
-from schemas.codec import FastavroCodec
-from schemas.events import OrderPlaced
 from tests.integration.conftest import WorkerProcess
-from tests.integration.test_api_live import SECRET, settings_for, wait_ready
+from tests.integration.live_stack import live_stack
+from tests.integration.test_api_live import SECRET
 from tests.integration.test_client import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-DAY = 86_400_000
-VENDOR = "vendor-001"
 FAST = "baseDelay=200&maxDelay=800"  # the page's client backoff, shortened for the test
 
 if not CHROMIUM.exists():
@@ -50,7 +42,7 @@ if not CHROMIUM.exists():
 
 from playwright.async_api import Browser, Page, async_playwright, expect  # noqa: E402
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.usefixtures("ts_client")]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -74,68 +66,6 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     assert errors == [], f"JavaScript errors on the page: {errors}"
 
 
-class Shop:
-    """Simulated events of one vendor: a year of history first, then orders stamped now."""
-
-    def __init__(self, bootstrap: str, topics: Topics, history: int) -> None:
-        now = int(time.time() * 1000)
-        self.config = SimConfig(vendors=1, products=30, customers=300, seed=11,
-                                start_ms=now - 330 * DAY, step_ms=330 * DAY // history)  # fmt: skip
-        self.generator = EventGenerator(self.config)
-        self.events = iter(self.generator)
-        self.bootstrap, self.topics, self.codec = bootstrap, topics, FastavroCodec()
-
-    async def send(self, n: int) -> list[str]:
-        """Send the next n events; the ids of the orders placed among them."""
-        topic = {"orders": self.topics.orders, "inventory": self.topics.inventory}
-        batch = [(topic[kind], event) for kind, event in islice(self.events, n)]
-        self.generator.config = dataclasses.replace(self.config, start_ms=None)  # next ones: wall clock
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
-        await producer.start()
-        try:
-            for name, event in batch:
-                await producer.send(name, self.codec.encode(event), key=event.vendor_id.encode())
-            await producer.flush()
-        finally:
-            await producer.stop()
-        return [event.order_id for _, event in batch if isinstance(event, OrderPlaced)]
-
-
-async def snapshot(port: int, token: str) -> dict[str, Any]:
-    async with httpx2.AsyncClient() as http:
-        response = await http.get(
-            f"http://127.0.0.1:{port}/api/v1/analytics/vendors/{VENDOR}/metrics",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=5,
-        )
-    assert response.status_code == 200, response.text
-    data: dict[str, Any] = response.json()
-    return data
-
-
-async def settled(
-    port: int, token: str, within: float = 60.0, worker: WorkerProcess | None = None
-) -> dict[str, Any]:
-    """The snapshot once its version stayed the same for a second (the worker caught up)."""
-    deadline = time.monotonic() + within
-    last: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
-        current = await snapshot(port, token)
-        if last is not None and current["version"] == last["version"] and current["version"] > 0:
-            return current
-        last = current
-        await asyncio.sleep(1.0)
-    detail = worker.output() if worker is not None else ""
-    raise AssertionError(f"the snapshot did not settle within {within} s; last {last}\n{detail}")
-
-
-async def start_api(settings: ApiSettings, port: int) -> ServerThread:
-    server = ServerThread(create_app(settings), settings, port=port)
-    await asyncio.to_thread(server.start)
-    await wait_ready(port)
-    return server
-
-
 async def kpi(page: Page, name: str) -> int:
     return int(await page.locator(f'[data-testid="kpi-{name}"] .value').get_attribute("data-value") or "-1")
 
@@ -151,15 +81,9 @@ async def chart_data(page: Page, canvas: str) -> Any:
 async def test_dashboard_shows_the_snapshot_and_survives_an_api_restart(
     kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess], page: Page
 ) -> None:
-    shop = Shop(kafka_bootstrap, topics, history=2500)
-    await shop.send(2500)
-    worker = make_worker().start()
-    settings = settings_for(kafka_bootstrap, topics)
-    token = make_token(VENDOR, settings=settings)
-    port = free_port()
-    server = await start_api(settings, port)
-    try:
-        expected = await settled(port, token, worker=worker)
+    async with live_stack(kafka_bootstrap, topics, make_worker, history=2500) as stack:
+        shop, token, port = stack.shop, stack.token, stack.port
+        expected = await stack.settled()
         await page.goto(f"http://127.0.0.1:{port}/dashboard?token={token}&{FAST}")
         badge = page.get_by_test_id("badge")
         await expect(badge).to_contain_text("connected", timeout=10_000)
@@ -192,16 +116,16 @@ async def test_dashboard_shows_the_snapshot_and_survives_an_api_restart(
         await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
         # The API goes away: the badge says so while the page retries.
-        await asyncio.to_thread(server.stop)
+        await stack.stop_api()
         stopped = time.monotonic()
         await expect(badge).to_contain_text("disconnected", timeout=5_000)
         assert await badge.get_attribute("data-state") == "reconnecting"
         await page.screenshot(path=str(ARTIFACTS / "dashboard-disconnected.png"), full_page=True)
         placed_while_down = await shop.send(30)  # orders while the API is down, stamped now
-        server = await start_api(settings, port)
+        await stack.start_api()
         await expect(badge).to_contain_text("connected · ", timeout=10_000)
         reconnected_after = time.monotonic() - stopped
-        later = await settled(port, token, worker=worker)
+        later = await stack.settled()
         assert later["metrics"]["orders"]["current"] > m["orders"]["current"]
         await expect(page.locator('[data-testid="kpi-orders"] .value')).to_have_attribute(
             "data-value", str(later["metrics"]["orders"]["current"]), timeout=10_000
@@ -223,8 +147,6 @@ async def test_dashboard_shows_the_snapshot_and_survives_an_api_restart(
         assert stats["duplicatesDropped"] == 0
         await page.screenshot(path=str(ARTIFACTS / "dashboard-reconnected.png"), full_page=True)
         print(f"dashboard reconnected {reconnected_after:.1f} s after the API stopped")
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 async def test_js_client_backoff_queue_and_health(page: Page) -> None:

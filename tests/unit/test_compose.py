@@ -50,3 +50,6 @@ def test_dockerfile_installs_the_console_script() -> None:
     for package in ("processors", "api", "schemas", "infra"):
         assert f"COPY {package} {package}" in text
     assert "pip install" in text
+    # the dashboard's client is built from api/client-ts (not in git) and copied where the API serves it
+    assert "npm ci" in text
+    assert "api/static/vendorpulse-client.js" in text
