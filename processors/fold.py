@@ -17,14 +17,25 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from processors.changelog import HistoryMemory, VendorLog
-from processors.metrics import Outcome, Status, apply, iso_millis, observe, prune, snapshot
-from processors.state import DAY_MS, NO_FLOOR
+from processors.metrics import (
+    Outcome,
+    Status,
+    StockLevel,
+    apply,
+    iso_millis,
+    observe,
+    prune,
+    snapshot,
+    stock_level,
+)
+from processors.state import DAY_MS, NO_FLOOR, State
 from schemas.codec import Codec
-from schemas.events import ORDER_EVENTS, Event, OrderPlaced
+from schemas.events import ORDER_EVENTS, Event, InventoryAdjusted, OrderPlaced, ProductUpserted
 from schemas.exceptions import CodecError
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
@@ -84,6 +95,33 @@ def read_event(codec: Codec, value: bytes | None, on_orders_topic: bool) -> Even
     return event
 
 
+PRODUCT_EVENTS = (ProductUpserted, InventoryAdjusted)
+
+
+def stock_alert(
+    state: State, event: ProductUpserted | InventoryAdjusted, before: StockLevel
+) -> dict[str, Any] | None:
+    """The `stock_alert` body (contract §6; the API adds its `cursor`) when an accepted catalog or stock
+    event changed its product's stock state from `before`; None when it did not. It depends on the
+    vendor's inventory events alone, so a replay, which interleaves the two topics otherwise, gives the
+    same alerts."""
+    after = stock_level(state, event.product_id)
+    if after.state == before.state:
+        return None
+    return {
+        "type": "stock_alert",
+        "vendorId": event.vendor_id,
+        "productId": event.product_id,
+        "name": after.name,
+        "stock": after.stock,
+        "threshold": after.threshold,
+        "state": after.state,
+        "previous": before.state,
+        "eventId": event.event_id,
+        "occurredAt": iso_millis(event.occurred_at),
+    }
+
+
 def rejection(outcome: Outcome) -> Refusal:
     """The refusal of an event `apply` refused: schema-valid, but breaking a rule of contract §4, or
     dated before the lateness horizon (§4.1)."""
@@ -100,6 +138,7 @@ class FoldStats:
     redelivered: int = 0
     dead_lettered: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+    stock_alerts: int = 0
     budget_checkpoints: int = 0
     """vendors checkpointed early because the history in the heap passed its limit"""
 
@@ -206,12 +245,22 @@ class Folder:
                 observe(state, on_orders, ts)  # it decoded to an event: its topic's clock moves
             return [self._dead(topic, partition, offset, key, value, event)]
         assert value is not None  # read_event refuses a record without one
+        before = stock_level(state, event.product_id) if isinstance(event, PRODUCT_EVENTS) else None
         outcome = apply(state, event, ts)
         if outcome.status is Status.APPLIED:
             self.stats.applied += 1
             log.applied(self.codec.stored_form(value, event), event)  # restorable without a registry
             self.snapshot_due.add(vendor_id)
-            return [self._activity(event, state.version)] if isinstance(event, OrderPlaced) else []
+            if isinstance(event, OrderPlaced):
+                return [self._activity(event, state.version)]
+            if (
+                isinstance(event, PRODUCT_EVENTS)
+                and before is not None
+                and (alert := stock_alert(state, event, before)) is not None
+            ):
+                self.stats.stock_alerts += 1
+                return [Record(self.activity_topic, event.vendor_id.encode(), orjson.dumps(alert))]
+            return []
         if outcome.status is Status.DUPLICATE:
             self.stats.duplicates += 1
             if outcome.changed:  # a second placement: its event_id is seen

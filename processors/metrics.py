@@ -227,6 +227,35 @@ def _cancel(state: State, event: OrderCancelled, h: int) -> Outcome:
     return APPLIED
 
 
+@dataclass(frozen=True, slots=True)
+class StockLevel:
+    """A product's stock state as contract §6 defines it for alerts: "out" (active, stock <= 0), "low"
+    (active, 0 < stock <= threshold) or "ok" (any other case: inactive, never upserted, or enough
+    stock), from every accepted event so far in log order, whatever its occurred_at."""
+
+    state: str
+    stock: int
+    threshold: int | None
+    name: str | None
+
+
+def stock_level(state: State, product_id: str) -> StockLevel:
+    product = state.products.get(product_id)
+    if product is None:
+        return StockLevel("ok", 0, None, None)
+    latest = product.versions[-1] if product.versions else None
+    stock = product.stock
+    if latest is None:
+        return StockLevel("ok", stock, None, None)
+    _, name, _, active, threshold = latest
+    level = "ok"
+    if active and stock <= 0:
+        level = "out"
+    elif active and stock <= threshold:
+        level = "low"
+    return StockLevel(level, stock, threshold, name)
+
+
 def _product(state: State, product_id: str) -> Product:
     product = state.products.get(product_id)
     if product is None:

@@ -67,8 +67,8 @@ from rich.text import Text
 from infra.settings import KafkaSettings
 from infra.topics import Topics, broker_count
 from processors.exceptions import ReplayError
-from processors.fold import BAD_KEY, Refusal, read_event, rejection, vendor_of
-from processors.metrics import Status, apply, observe, snapshot
+from processors.fold import BAD_KEY, PRODUCT_EVENTS, Refusal, read_event, rejection, stock_alert, vendor_of
+from processors.metrics import Status, apply, observe, snapshot, stock_level
 from processors.schema_ids import with_schemas
 from processors.state import DEFAULT_LATENESS_DAYS, NO_FLOOR, State, new_state
 from schemas.codec import Codec, FastavroCodec
@@ -149,6 +149,8 @@ class ReplayFold:
         self.codec = codec
         self.lateness_days = lateness_days
         self.floor = floor
+        self.alerts: list[dict[str, Any]] | None = None
+        """Set to a list to collect the `stock_alert`s the worker writes for these records, in order."""
         self.vendors = frozenset(vendors) if vendors is not None else None
         self.states: dict[str, State] = {}
         self.counts = FoldCounts()
@@ -175,7 +177,16 @@ class ReplayFold:
                     observe(state, on_orders_topic, record.timestamp)
                 self._refuse(record, event)
                 continue
+            before = stock_level(state, event.product_id) if isinstance(event, PRODUCT_EVENTS) else None
             outcome = apply(state, event, record.timestamp)
+            if (
+                self.alerts is not None
+                and before is not None
+                and isinstance(event, PRODUCT_EVENTS)
+                and outcome.status is Status.APPLIED
+                and (alert := stock_alert(state, event, before)) is not None
+            ):
+                self.alerts.append(alert)
             if outcome.status is Status.APPLIED:
                 applied += 1
             elif outcome.status is Status.DUPLICATE:

@@ -155,3 +155,40 @@ def test_a_restored_vendor_is_snapshotted_even_if_all_its_input_is_redelivered()
     assert folder.handle("orders", 0, 0, b"v1", codec.encode(order())) == []  # redelivered: skipped
     (snap,) = folder.due_snapshots(NOW)
     assert snap.key == b"v1"
+
+
+def test_a_stock_alert_for_each_change_of_a_products_stock_state_in_log_order() -> None:
+    """Contract §6: ok -> low -> out -> ok, with stock counted before the product's first upsert, an
+    inactive product never alerting, and nothing for events that leave the state as it was."""
+    folder = make_folder()
+    events = [
+        InventoryAdjusted("a1", NOW - 9000, "v1", "p1", 3),  # no catalog entry yet: "ok"
+        ProductUpserted("u1", NOW - 8000, "v1", "p1", "Lamp", "Home", True, 5),  # active, 3 <= 5: low
+        InventoryAdjusted("a2", NOW - 7000, "v1", "p1", -1),  # 2: still low, no alert
+        InventoryAdjusted("a3", NOW - 6000, "v1", "p1", -2),  # 0: out
+        InventoryAdjusted("a4", NOW - 5000, "v1", "p1", 10),  # 10 > 5: ok
+        ProductUpserted("u2", NOW - 4000, "v1", "p1", "Lamp", "Home", True, 20),  # threshold 20: low
+        ProductUpserted("u3", NOW - 3000, "v1", "p1", "Lamp", "Home", False, 20),  # inactive: ok
+        InventoryAdjusted("a5", NOW - 2000, "v1", "p1", -10),  # 0 but inactive: ok, no alert
+        ProductUpserted(
+            "u4", NOW - 10_000, "v1", "p1", "Lamp", "Home", True, 20
+        ),  # dated earlier, last in log order: out
+        InventoryAdjusted("a5", NOW - 1000, "v1", "p1", 50),  # a duplicate event_id: ignored, no alert
+    ]
+    alerts = []
+    for offset, e in enumerate(events):
+        for record in folder.handle("inventory", 0, offset, b"v1", codec.encode(e)):
+            assert record.topic == "vendor-activity"
+            alerts.append(orjson.loads(record.value or b""))
+    assert [(a["eventId"], a["previous"], a["state"], a["stock"], a["threshold"]) for a in alerts] == [
+        ("u1", "ok", "low", 3, 5),
+        ("a3", "low", "out", 0, 5),
+        ("a4", "out", "ok", 10, 5),
+        ("u2", "ok", "low", 10, 20),
+        ("u3", "low", "ok", 10, 20),
+        ("u4", "ok", "out", 0, 20),
+    ]
+    assert {a["type"] for a in alerts} == {"stock_alert"}
+    assert alerts[0]["name"] == "Lamp"
+    assert alerts[0]["occurredAt"].endswith("Z")
+    assert folder.stats.stock_alerts == 6

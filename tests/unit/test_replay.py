@@ -316,3 +316,26 @@ def test_a_range_that_ends_before_it_starts_is_refused_before_connecting() -> No
     settings = KafkaSettings(bootstrap_servers="localhost:1")  # nothing listens there
     with pytest.raises(ReplayError, match="swap them"):
         run_replay(settings, from_ms=2_000, to_ms=1_000, progress=False)
+
+
+def test_replay_gives_the_stock_alerts_the_worker_writes() -> None:
+    records = as_records(simulated(3000, vendors=3))
+    table: dict[bytes, bytes] = {}
+    folder = Folder(
+        codec, orders_topic=ORDERS, inventory_topic=INVENTORY, metrics_topic="vendor-metrics",
+        activity_topic="vendor-activity", dlq_topics={ORDERS: "orders.dlq", INVENTORY: "inventory.dlq"},
+        load=lambda v, p: restore(v, p, table.get, codec),
+    )  # fmt: skip
+    written = []
+    for r in records:
+        for out in folder.handle(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp):
+            if out.topic == "vendor-activity" and b'"stock_alert"' in (out.value or b""):
+                written.append(orjson.loads(out.value or b""))
+    fold = ReplayFold(codec)
+    fold.alerts = []
+    for topic in (INVENTORY, ORDERS):  # another interleaving of the two topics than the worker's
+        for p in range(PARTITIONS):
+            fold.feed(topic == ORDERS, [r for r in records if (r.topic, r.partition) == (topic, p)])
+    assert len(written) > 20
+    by_vendor = sorted(written, key=lambda a: a["vendorId"])  # stable: each vendor's in log order
+    assert sorted(fold.alerts, key=lambda a: a["vendorId"]) == by_vendor
