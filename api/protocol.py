@@ -67,13 +67,6 @@ def frame(kind: Out, data: Any, timestamp: str | None = None) -> str:
     return orjson.dumps({"type": kind.value, "data": data, "timestamp": timestamp or iso_now()}).decode()
 
 
-def frame_raw(kind: Out, data_json: bytes, timestamp: str | None = None) -> str:
-    """An envelope around `data_json`, JSON bytes that are already valid (a snapshot from Kafka),
-    without decoding and re-encoding them."""
-    head = f'{{"type":"{kind.value}","data":'
-    return f'{head}{data_json.decode()},"timestamp":"{timestamp or iso_now()}"}}'
-
-
 def error(code: str, message: str) -> str:
     return frame(Out.ERROR, {"code": code, "message": message})
 

@@ -8,10 +8,12 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 
-from api.hub import Connection, Hub
+from api.connection import Connection
+from api.hub import Hub
 from api.kafka import Feed
 from api.settings import api_settings
 from api.telemetry import Telemetry
+from tests.fakes import RecordingSink
 
 SETTINGS = api_settings(env="dev", topic_prefix="p-")
 
@@ -55,18 +57,11 @@ def test_unreadable_records_are_counted_and_skipped() -> None:
 
 async def test_activity_and_broadcast_records_reach_the_vendor_connections() -> None:
     f, hub = feed()
-    frames: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
+    sinks = {"a": RecordingSink(), "b": RecordingSink()}
+    frames = {vendor: sink.frames for vendor, sink in sinks.items()}
     conns = []
-    for vendor in frames:
-
-        async def send(text: str, vendor: str = vendor) -> None:
-            frames[vendor].append(orjson.loads(text))
-
-        async def close(code: int, reason: str) -> None:
-            pass
-
-        conn = Connection(vendor, send, close, hub.telemetry)
-        conn.start()
+    for vendor, sink in sinks.items():
+        conn = Connection(vendor, sink, hub.telemetry)
         hub.add(conn)
         conns.append(conn)
     order = {"vendorId": "a", "orderId": "o1", "total": 5}
@@ -91,4 +86,4 @@ async def test_activity_and_broadcast_records_reach_the_vendor_connections() -> 
     ]
     assert [m["type"] for m in frames["b"]] == ["connection_status"]
     for conn in conns:
-        conn.abort()
+        conn.detach()
