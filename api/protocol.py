@@ -29,6 +29,7 @@ class Close(enum.IntEnum):
     FORBIDDEN = 4003  # the token may not read this vendor
     TRY_AGAIN_LATER = 1013  # the client fell behind the new_order feed: reconnect with resume_after
     HEARTBEAT_TIMEOUT = 4008  # two application pings went unanswered
+    MISDIRECTED = 4021  # this API node does not serve that vendor's shard (api.shard)
     TOO_MANY = 4029  # connections per token over the limit, or inbound rate limit kept exceeded
 
 

@@ -94,6 +94,11 @@ async def serve(ws: WebSocket, services: Services) -> None:
     if not claims.may_read(vendor):
         await _refuse(ws, services, Close.FORBIDDEN, "this token may not read that vendor")
         return
+    if services.feed is not None and not services.feed.owns(vendor):
+        feed = services.feed
+        reason = f"vendor served by shard {feed.owner(vendor)}; this node is shard {feed.shard}"
+        await _refuse(ws, services, Close.MISDIRECTED, reason)
+        return
     after: Cursor | None = None
     if resume_after := ws.query_params.get("resume_after"):
         try:
