@@ -8,8 +8,9 @@ connection that should get it.
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -54,9 +55,17 @@ class In(enum.StrEnum):
     REFRESH_TOKEN = "refresh_token"
 
 
+_second: list[Any] = [-1, ""]  # the last whole second formatted, and its "YYYY-MM-DDTHH:MM:SS." text
+
+
 def iso_now() -> str:
-    """Now as ISO-8601 UTC with milliseconds and `Z`, like the snapshot's `asOf`."""
-    return iso(datetime.now(UTC))
+    """Now as ISO-8601 UTC with milliseconds and `Z`, like the snapshot's `asOf`. Every frame carries
+    one; the date part is formatted once per second (strftime was a tenth of a ping's cost)."""
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second[0], _second[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+    return f"{_second[1]}{int((now - second) * 1000):03d}Z"
 
 
 def iso(moment: datetime) -> str:
