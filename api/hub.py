@@ -79,14 +79,17 @@ class Hub:
         snap = self.snapshot_of(vendor_id)
         return snap.version, snap.raw
 
-    def publish_snapshot(self, data: dict[str, Any], raw: bytes | None = None) -> bool:
-        """Keep a snapshot (`raw`: its JSON, when already at hand) if newer than the one held, and push
-        it as `metrics_update`; False if it is not newer (an equal version with a later asOf is)."""
-        vendor, version, as_of = data["vendorId"], data["version"], str(data.get("asOf", ""))
+    def publish_snapshot(self, data: dict[str, Any]) -> bool:
+        """`publish` for a snapshot at hand as a dict (tests, tools)."""
+        return self.publish(data["vendorId"], data["version"], str(data.get("asOf", "")), orjson.dumps(data))
+
+    def publish(self, vendor: str, version: int, as_of: str, raw: bytes) -> bool:
+        """Keep a snapshot (`raw`: its contract §5 JSON) if newer than the one held, and push it as
+        `metrics_update`; False if it is not newer (an equal version with a later asOf is)."""
         held = self.snapshots.get(vendor)
         if held is not None and (version, as_of) <= (held.version, held.as_of):
             return False
-        snap = VendorSnapshot(vendor, version, as_of, raw if raw is not None else orjson.dumps(data))
+        snap = VendorSnapshot(vendor, version, as_of, raw)
         self.snapshots[vendor] = snap
         conns = self.connections.get(vendor)
         if conns and self.caught_up:

@@ -47,12 +47,23 @@ def test_snapshots_keep_the_newest_per_vendor_and_tombstones_forget() -> None:
 def test_unreadable_records_are_counted_and_skipped() -> None:
     f, hub = feed()
     tp = TopicPartition("p-vendor-metrics", 0)
-    f._apply({tp: [record(tp.topic, 0, "a", b"{not json"), record(tp.topic, 1, "b", {"vendorId": "b"})]})
+    bad = [
+        b"{not json",
+        {"vendorId": "b"},
+        {"vendorId": "c", "version": "7"},
+        b'{"vendorId":"d","version":1,"metrics":{"orders":',  # the head is fine, the rest is cut off
+        b"[1, 2]",
+    ]
+    f._apply({tp: [record(tp.topic, n, f"k{n}", value) for n, value in enumerate(bad)]})
     assert hub.snapshots == {}
     assert (
         hub.telemetry.registry.get_sample_value("vendorpulse_consumer_bad_records_total", {"topic": tp.topic})
-        == 2
+        == len(bad)
     )
+    good = b'{"vendorId":"e","asOf":"2026-11-25T00:00:00.000Z","metrics":{"x":[1,{"y":null}]},"version":3}'
+    f._apply({tp: [record(tp.topic, 9, "e", good)]})
+    assert hub.snapshots["e"].version == 3
+    assert hub.latest("e") == (3, good)  # passed on as read, never re-encoded
 
 
 async def test_activity_and_broadcast_records_reach_the_vendor_connections() -> None:
