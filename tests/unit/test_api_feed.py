@@ -56,10 +56,9 @@ def test_unreadable_records_are_counted_and_skipped() -> None:
     ]
     f._apply({tp: [record(tp.topic, n, f"k{n}", value) for n, value in enumerate(bad)]})
     assert hub.snapshots == {}
-    assert (
-        hub.telemetry.registry.get_sample_value("vendorpulse_consumer_bad_records_total", {"topic": tp.topic})
-        == len(bad)
-    )
+    assert hub.telemetry.registry.get_sample_value(
+        "vendorpulse_consumer_bad_records_total", {"topic": tp.topic}
+    ) == len(bad)
     good = b'{"vendorId":"e","asOf":"2026-11-25T00:00:00.000Z","metrics":{"x":[1,{"y":null}]},"version":3}'
     f._apply({tp: [record(tp.topic, 9, "e", good)]})
     assert hub.snapshots["e"].version == 3
