@@ -1,8 +1,9 @@
 """API nodes needed for a deployment, from the measured costs: `python -m bench.scaling [--vendors
 100000] [--dashboards 1000000] [--updates 0.1,0.5,2] [--budget 0.6]`.
 
-A model, not a measurement: it reads the CPU per delivered frame and memory per connection from
-bench/results/fanout.json (the case with the most clients) and the CPU per ingested snapshot from
+A model, not a measurement: it reads the marginal CPU per delivered frame, the idle CPU per connection
+(heartbeats, refreshes) and memory per connection from bench/results/fanout.json (the case with the
+most clients) and the CPU per ingested snapshot from
 bench/results/ingest.json (the case without clients), and computes, for each rate of snapshots per
 vendor, the fewest nodes (one process, one core each) that keep every node's event loop under
 `budget` of its core, with and without splitting the vendors into shards (`VENDORPULSE_API_SHARD`):
@@ -34,7 +35,10 @@ def measured() -> dict[str, float]:
     biggest = max(fanout, key=lambda r: r["clients"])
     alone = min(ingest, key=lambda r: r["clients"])
     return {
-        "us_per_frame": float(biggest["server_cpu_us_per_frame"]),
+        "us_per_frame": float(
+            biggest["server_cpu_us_per_frame_marginal"] or biggest["server_cpu_us_per_frame"]
+        ),
+        "us_per_connection_s": 1e4 * float(biggest["server_idle_cpu_percent"]) / biggest["clients"],
         "kb_per_connection": float(biggest["server_kb_per_connection"]),
         "us_per_snapshot": float(alone["server_cpu_us_per_snapshot"]),
         "measured_clients": float(biggest["clients"]),
@@ -53,7 +57,7 @@ def plan(
     """The fewest nodes for one update rate: for each shard count N, each shard's dashboards need
     ceil(load / spare) nodes where spare = budget - its ingest share; the best N wins."""
     ingest_total = vendors * updates * costs["us_per_snapshot"] / 1e6  # cores, if one node read it all
-    fanout_total = dashboards * updates * costs["us_per_frame"] / 1e6  # cores of frame writing
+    fanout_total = dashboards * (updates * costs["us_per_frame"] + costs["us_per_connection_s"]) / 1e6
     best: dict[str, Any] | None = None
     unsplit: int | None = None
     for shards in range(1, max_shards + 1):
@@ -102,6 +106,7 @@ def main() -> None:
     table = Table(
         title=(
             f"{args.vendors:,} vendors, {args.dashboards:,} dashboards; measured {costs['us_per_frame']} µs/frame, "
+            f"{costs['us_per_connection_s']:.1f} µs/s per idle connection, "
             f"{costs['us_per_snapshot']} µs/snapshot ingested, {costs['kb_per_connection']} KB/connection; "
             f"budget {args.budget:.0%} of a core and {max_connections:,} connections per node"
         )
