@@ -88,6 +88,7 @@ class Stats:
     setups: list[float] = field(default_factory=list)
     frames: int = 0
     recording: bool = False
+    since: float = 0.0  # only frames produced from then on (epoch seconds) count
 
 
 class Client(asyncio.Protocol):
@@ -119,8 +120,10 @@ class Client(asyncio.Protocol):
                 end = at + len(STAMP)
                 while data[end] in b"0123456789.e+-":
                     end += 1
-                self.stats.latencies.append(time.time() - float(data[at + len(STAMP) : end]))
-                self.stats.frames += 1
+                sent_at = float(data[at + len(STAMP) : end])
+                if sent_at >= self.stats.since:
+                    self.stats.latencies.append(time.time() - sent_at)
+                    self.stats.frames += 1
         elif data.startswith(b'{"type":"analytics_update"') and not self.ready.done():
             self.stats.setups.append(time.perf_counter() - self.started)
             self.ready.set_result(None)

@@ -7,8 +7,8 @@ number of vendors one node can follow. Per case: fresh prefixed topics, one API 
 snapshots/s (as in `bench.fanout`), then the server is stopped (SIGSTOP) while `backlog` snapshots of
 `vendors` other vendors (no client watches them) are written, and continued (SIGCONT): the time and
 server CPU it takes to consume them (its `vendorpulse_consumer_records_total`) give the ingest rate
-at full speed and the CPU per ingested snapshot. The clients' produce -> client latency is reported
-for the catch-up too (both share the API's event loop). Clients and producer run in this process, on
+at full speed and the CPU per ingested snapshot. The clients' produce -> client latency of the
+snapshots produced during the catch-up is reported too (both share the API's event loop). Clients and producer run in this process, on
 the same cores. Prints a table and writes bench/results/ingest.json.
 """
 
@@ -121,6 +121,7 @@ async def drive(
             # everything written so far: the backlog and the clients' own snapshots meanwhile
             target = start_count + args.backlog + sum(versions.values()) - fed0
             cpu0, t0 = proc_cpu_seconds(pid), time.monotonic()
+            stats.since = time.time()  # frames produced while it was stopped waited for that, not for ingest
             os.kill(pid, signal.SIGCONT)
         stats.recording = True
         count = await consumed(port, topics.metrics)
