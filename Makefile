@@ -87,6 +87,8 @@ bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json
 	$(BIN)/python -m bench.processor
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.scaling
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.abuse
 

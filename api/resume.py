@@ -25,8 +25,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from api.connection import Connection
 from api.exceptions import BadMessageError
-from api.hub import Connection
+from api.frames import OutFrame
 from api.kafka import Feed
 from api.protocol import Out, frame
 from api.settings import ApiSettings
@@ -121,7 +122,7 @@ async def resume(
     """Replay the vendor's notifications after `after` into `conn` (held since it was registered),
     then release it to live delivery. Ends with a `connection_status` `resumed` frame."""
     status: dict[str, Any] = {"status": "resumed", "after": str(after), "replayed": 0, "skippedOffsets": 0}
-    replayed: list[tuple[Out, str]] = []
+    replayed: list[OutFrame] = []
     through: tuple[int, int] | None = None
     try:
         if feed is None or replayer is None:
@@ -141,7 +142,7 @@ async def resume(
         for record in records:
             data = feed.activity_data(record)
             if data is not None:
-                replayed.append((Out.NEW_ORDER, frame(Out.NEW_ORDER, data)))
+                replayed.append(OutFrame.of_text(Out.NEW_ORDER, frame(Out.NEW_ORDER, data)))
         # A feed behind the client's cursor (another instance, lagging) must not deliver what the
         # client has already: `through` is also the floor below which live frames are dropped.
         through = (after.partition, max(position - 1, after.offset))
@@ -153,7 +154,7 @@ async def resume(
     except Exception as exc:  # Kafka unreachable, timeout, unknown partition: say so, go live
         log.warning("resume after %s for vendor %s failed: %s", after, conn.vendor_id, exc)
         status |= {"complete": False, "cursor": str(after), "reason": f"{type(exc).__name__}: {exc}"[:200]}
-    replayed.append((Out.CONNECTION_STATUS, frame(Out.CONNECTION_STATUS, status)))
+    replayed.append(OutFrame.of_text(Out.CONNECTION_STATUS, frame(Out.CONNECTION_STATUS, status)))
     conn.release(replayed, through)
 
 

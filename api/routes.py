@@ -62,15 +62,21 @@ _SNAPSHOT_DOC: dict[int | str, dict[str, Any]] = {
     200: {"description": "the vendor's latest snapshot (contract §5), zero-filled when it has no events"},
     401: {"description": "missing, invalid or expired token"},
     403: {"description": "the token may not read this vendor"},
+    421: {"description": "this API node serves another shard of the vendors (docs/SCALING.md)"},
     503: {"description": "snapshots are still being rebuilt from Kafka after a start"},
 }
 
 
 @router.get(f"{PREFIX}/vendors/{{vendor_id}}/metrics", responses=_SNAPSHOT_DOC, tags=["analytics"])
-async def vendor_metrics(vendor_id: str, claims: CurrentClaims, services: Svc) -> Response:
+async def vendor_metrics(vendor_id: str, claims: CurrentClaims, services: Svc, feed: FeedDep) -> Response:
     """The latest metrics snapshot of one vendor."""
     if not claims.may_read(vendor_id):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this token may not read that vendor")
+    if feed is not None and not feed.owns(vendor_id):
+        raise HTTPException(
+            status.HTTP_421_MISDIRECTED_REQUEST,
+            f"vendor served by shard {feed.owner(vendor_id)}; this node is shard {feed.shard}",
+        )
     if not services.hub.caught_up:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, "rebuilding snapshots", headers={"Retry-After": "1"}
@@ -84,6 +90,7 @@ async def websocket_status(_: AdminClaims, services: Svc, feed: FeedDep) -> dict
     hub, telemetry = services.hub, services.telemetry
     return {
         "instance": services.settings.instance_id,
+        "shard": str(services.settings.shard),
         "uptimeSeconds": round(telemetry.uptime_seconds(), 3),
         "ready": feed.ready if feed is not None else hub.caught_up,
         "kafkaReachable": feed.kafka_reachable if feed is not None else None,

@@ -1,7 +1,9 @@
 """How the API is served: one uvicorn configuration for `vendorpulse api`, the tests and the benchmark.
 
-uvloop + httptools, uvicorn's sans-I/O websockets implementation, permessage-deflate off (MEASURED.md:
-it triples the CPU per frame), WebSocket-level pings on next to the application heartbeat, and a
+uvloop + httptools, uvicorn's sans-I/O websockets implementation with its transport handed to the hub
+(`api.uvicorn_ws`: one update is framed once and the same bytes are written to every socket),
+permessage-deflate off (MEASURED.md: it triples the CPU per frame; frames written beside websockets'
+protocol must not need an extension), WebSocket-level pings on next to the application heartbeat, and a
 deadline and size cap on request heads that uvicorn lacks (`api.handshake`). No `limit_concurrency`:
 half-open sockets count towards it, so a flood of them would make uvicorn answer 503 to good clients.
 """
@@ -20,6 +22,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from api.handshake import guarded_protocol
 from api.settings import ApiSettings
+from api.uvicorn_ws import HubWebSocketProtocol
 
 
 def config(
@@ -44,7 +47,7 @@ def config(
         port=port,
         loop="uvloop",
         http=http,
-        ws="websockets-sansio",
+        ws=HubWebSocketProtocol,
         ws_per_message_deflate=False,
         ws_max_size=settings.ws_max_size,
         ws_ping_interval=20.0,

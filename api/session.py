@@ -1,11 +1,13 @@
 """One WebSocket connection from handshake to close (contract §6).
 
 States: the handshake (Origin check, refused with HTTP 403 before accepting), authentication (accept,
-then close 4001/4003/4000/4029 before any data), then three tasks until one ends the connection:
+then close 4001/4003/4000/4029 before any data), then two tasks until one ends the connection:
 - the reader: size and rate limits, protocol messages, `refresh_token`;
-- the writer (`hub.Connection`): the only sender;
 - the watchdog: application ping every `heartbeat_seconds` with its round-trip time, close 4008 after
   `missed_pongs` unanswered pings, `error` + close 4001 when the token expires without a refresh.
+Frames go out through the connection (`api.connection`) without a task of their own: under the server
+`api.server` configures, straight to the socket's transport (`api.uvicorn_ws`), else through ASGI `send`
+(`api.sinks`). The close frame goes through ASGI once the connection's control frames are written.
 """
 
 from __future__ import annotations
@@ -22,14 +24,17 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import Claims, Verifier
+from api.connection import Connection, Sink, State
 from api.exceptions import BadMessageError, InvalidTokenError
-from api.hub import Connection, Hub, State
+from api.hub import Hub
 from api.kafka import Feed
 from api.protocol import Close, In, Inbound, Out, error, frame, iso_now, parse
 from api.resume import Cursor, Replayer, resume
 from api.settings import ApiSettings
+from api.sinks import AsgiSink
 from api.tasks import cancel_and_wait
 from api.telemetry import Telemetry
+from api.uvicorn_ws import transport_sink
 
 log = logging.getLogger("vendorpulse.api.ws")
 TOKEN_SCOPE_KEY = "vendorpulse.token"  # where the app's middleware puts `?token=` (see api.app)
@@ -88,6 +93,11 @@ async def serve(ws: WebSocket, services: Services) -> None:
         return
     if not claims.may_read(vendor):
         await _refuse(ws, services, Close.FORBIDDEN, "this token may not read that vendor")
+        return
+    if services.feed is not None and not services.feed.owns(vendor):
+        feed = services.feed
+        reason = f"vendor served by shard {feed.owner(vendor)}; this node is shard {feed.shard}"
+        await _refuse(ws, services, Close.MISDIRECTED, reason)
         return
     after: Cursor | None = None
     if resume_after := ws.query_params.get("resume_after"):
@@ -247,8 +257,6 @@ class Session:
                     break
                 self._ping()
                 next_ping += period
-        await asyncio.sleep(self.settings.close_grace_seconds)
-        self.conn.abort()  # the close did not get through: the socket is not draining
 
     def _ping(self) -> None:
         ping_id = self.next_ping_id
@@ -258,16 +266,22 @@ class Session:
         self.conn.control(Out.PING, frame(Out.PING, data))
 
 
-async def _run(ws: WebSocket, services: Services, claims: Claims, vendor: str, after: Cursor | None) -> None:
-    settings = services.settings
+def _sink(ws: WebSocket) -> Sink:
+    sink = transport_sink(ws.scope)
+    if sink is not None:
+        return sink
 
     async def send(text: str) -> None:
         await ws.send({"type": "websocket.send", "text": text})
 
-    async def close(code: int, reason: str) -> None:
-        await ws.close(code=int(code), reason=reason)
+    return AsgiSink(send)
 
-    conn = Connection(vendor, send, close, services.telemetry, settings.send_queue_size)
+
+async def _run(ws: WebSocket, services: Services, claims: Claims, vendor: str, after: Cursor | None) -> None:
+    settings = services.settings
+    conn = Connection(
+        vendor, _sink(ws), services.telemetry, settings.send_queue_size, settings.close_grace_seconds
+    )
     session = Session(ws, services, claims, conn)
     status = {
         "status": "connected",
@@ -281,7 +295,6 @@ async def _run(ws: WebSocket, services: Services, claims: Claims, vendor: str, a
     }
     # No await from here to `hub.add`: `cursor` is exactly where this connection's live delivery starts.
     conn.control(Out.CONNECTION_STATUS, frame(Out.CONNECTION_STATUS, status))
-    writer = conn.start()
     if after is not None:
         conn.hold(settings.resume_max_records)
     services.hub.add(conn)
@@ -293,14 +306,21 @@ async def _run(ws: WebSocket, services: Services, claims: Claims, vendor: str, a
             resume(conn, services.feed, services.replayer, after, settings), name=f"ws-resume-{conn.id}"
         )
     try:
-        await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
-        if conn.state is State.CLOSING and not writer.done():
-            await asyncio.wait({writer}, timeout=settings.close_grace_seconds)
-    except WebSocketDisconnect:
+        await asyncio.wait({conn.closing, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if conn.state is State.CLOSING:
+            await conn.closing  # the control frames are written, or the close deadline aborted
+        if conn.state is State.CLOSING:
+            code, reason = conn.close_with
+            try:
+                await asyncio.wait_for(ws.close(code=code, reason=reason), settings.close_grace_seconds)
+            except TimeoutError:
+                conn.abort()  # the close did not get through: the socket is not draining
+    except (WebSocketDisconnect, OSError):  # the client went away (uvicorn's ClientDisconnected)
         pass
     finally:
+        conn.detach()
         services.hub.remove(conn)
-        await cancel_and_wait(reader, watchdog, writer, resumer)
+        await cancel_and_wait(reader, watchdog, resumer)
 
 
 def _live_cursor(feed: Feed | None, vendor: str) -> str | None:

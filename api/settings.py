@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import NoDecode
 
 from api.exceptions import ApiConfigError
+from api.shard import Shard
 from infra.settings import KafkaSettings
 
 DEV_SECRET = "vendorpulse-dev-secret-do-not-use-in-production"
@@ -74,6 +75,9 @@ class ApiSettings(KafkaSettings):
     )
     resume_timeout_seconds: float = Field(default=10.0, gt=0)
     instance_id: str = Field(default_factory=_instance_id)
+    api_shard: str = Field(
+        default="0/1", description="i/N: the share of vendors this node serves (api.shard)"
+    )
 
     @field_validator("jwt_algorithms", "allowed_origins", mode="before")
     @classmethod
@@ -84,6 +88,10 @@ class ApiSettings(KafkaSettings):
     def broadcast_topic(self) -> str:
         """The topic test broadcasts travel on, so that every API instance delivers them."""
         return f"{self.topic_prefix}api-broadcast"
+
+    @property
+    def shard(self) -> Shard:
+        return Shard.parse(self.api_shard)
 
     @property
     def secret(self) -> SecretStr | None:
@@ -104,6 +112,7 @@ def api_settings(**overrides: Any) -> ApiSettings:
 
 
 def check(settings: ApiSettings) -> None:
+    Shard.parse(settings.api_shard)
     algorithms = set(settings.jwt_algorithms)
     unknown = algorithms - HMAC_ALGORITHMS - PUBLIC_KEY_ALGORITHMS
     if not algorithms or unknown:

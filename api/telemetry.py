@@ -1,9 +1,10 @@
 """Prometheus figures of one API instance (its own registry, so two apps can share a process) and the
 rolling send-latency percentiles the admin status reports.
 
-Per-frame figures (frames sent by type, send latency) are plain integers updated on the hot path and
-turned into Prometheus families only when scraped: prometheus-client's own Counter/Histogram take a
-lock per update, which cost about a third of the per-frame Python work of the fan-out.
+Per-frame figures (frames sent and dropped by type, send latency) are plain integers updated on the hot
+path and turned into Prometheus families only when scraped: prometheus-client's own Counter/Histogram
+take a lock per update, which cost about a third of the per-frame Python work of the fan-out. Frames a
+fan-out wrote at once are counted per fan-out (`sent_at_once`), with a send latency of zero.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterator
+from itertools import repeat
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -23,10 +25,11 @@ WINDOW = 10_000  # latest send latencies kept for p50/p99
 
 
 class SendFigures(Collector):
-    """Frames sent per type and the send-latency histogram, exported at scrape time."""
+    """Frames sent and dropped per type and the send-latency histogram, exported at scrape time."""
 
     def __init__(self) -> None:
         self.by_type: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # last one: above the largest bound
         self.total_seconds = 0.0
 
@@ -35,11 +38,23 @@ class SendFigures(Collector):
         self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.total_seconds += seconds
 
+    def observe_zero(self, kind: str, count: int) -> None:
+        self.by_type[kind] = self.by_type.get(kind, 0) + count
+        self.buckets[0] += count
+
     def collect(self) -> Iterator[Metric]:
         sent = CounterMetricFamily("vendorpulse_ws_messages_sent", "frames sent to clients", labels=["type"])
         for kind, count in sorted(self.by_type.items()):
             sent.add_metric([kind], count)
         yield sent
+        dropped = CounterMetricFamily(
+            "vendorpulse_ws_messages_dropped",
+            "frames not sent: superseded snapshots, or events over a slow client's queue",
+            labels=["type"],
+        )
+        for kind, count in sorted(self.dropped.items()):
+            dropped.add_metric([kind], count)
+        yield dropped
         cumulative, running = [], 0
         for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.buckets, strict=True):
             running += count
@@ -65,12 +80,6 @@ class Telemetry:
             "vendorpulse_ws_vendor_connections",
             "open WebSocket connections per vendor",
             ["vendor_id"],
-            registry=reg,
-        )
-        self.dropped = Counter(
-            "vendorpulse_ws_messages_dropped",
-            "frames not sent: superseded snapshots, or events over a slow client's queue",
-            ["type"],
             registry=reg,
         )
         self.rtt = Histogram(
@@ -111,6 +120,17 @@ class Telemetry:
         self.messages_sent += 1
         self.send_figures.observe(kind, seconds)
         self._latencies.append(seconds)
+
+    def sent_at_once(self, kind: str, count: int) -> None:
+        """`count` frames of `kind` written by one fan-out without waiting."""
+        if count:
+            self.messages_sent += count
+            self.send_figures.observe_zero(kind, count)
+            self._latencies.extend(repeat(0.0, min(count, WINDOW)))
+
+    def dropped(self, kind: str) -> None:
+        figures = self.send_figures.dropped
+        figures[kind] = figures.get(kind, 0) + 1
 
     def latency_ms(self) -> dict[str, float | None]:
         """p50/p99 (ms) over the latest WINDOW sends."""

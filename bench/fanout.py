@@ -1,4 +1,4 @@
-"""WebSocket fan-out from Kafka to N dashboards: `python -m bench.fanout [--clients 100,1000,5000]
+"""WebSocket fan-out from Kafka to N dashboards: `python -m bench.fanout [--clients 1000,5000,10000]
 [--rate 1000] [--per-vendor 10] [--seconds 10] [--connect-concurrency 10]`.
 
 Per case: fresh prefixed topics on the broker of `KAFKA_BOOTSTRAP_SERVERS` (default: the local broker
@@ -8,7 +8,10 @@ clients cost little next to the server), and snapshots produced to `vendor-metri
 round-robin over the vendors, each stamped with its produce time. Measured: produce -> client latency
 (p50/p99/max) of `metrics_update` frames, connection set-up (TCP connect to the first
 `analytics_update`: handshake, token check, first snapshot) p50/p99, frames/s delivered, the server's
-CPU (from /proc) and its memory per connection. Warm-up first; prints a table and writes
+CPU (from /proc) and its memory per connection. The server's CPU per frame is given in total and as
+the marginal cost over its idle CPU (clients connected, nothing produced: heartbeats, Kafka polling),
+which stays comparable when other load on the machine starves the producer and fewer frames are
+delivered. Warm-up first; prints a table and writes
 bench/results/fanout.json. `BENCH_SERVER_COMMAND` replaces `python -m bench.fanout --serve` (the port
 is appended), e.g. to run the server under a profiler.
 """
@@ -45,6 +48,7 @@ from infra.topics import Topics, broker_count, ensure_topics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fanout.json"
 WARMUP_SECONDS = 2.0
+IDLE_SECONDS = 3.0
 TICK = 0.005
 STAMP = b'"benchSentAt":'
 
@@ -84,6 +88,7 @@ class Stats:
     setups: list[float] = field(default_factory=list)
     frames: int = 0
     recording: bool = False
+    since: float = 0.0  # only frames produced from then on (epoch seconds) count
 
 
 class Client(asyncio.Protocol):
@@ -115,8 +120,10 @@ class Client(asyncio.Protocol):
                 end = at + len(STAMP)
                 while data[end] in b"0123456789.e+-":
                     end += 1
-                self.stats.latencies.append(time.time() - float(data[at + len(STAMP) : end]))
-                self.stats.frames += 1
+                sent_at = float(data[at + len(STAMP) : end])
+                if sent_at >= self.stats.since:
+                    self.stats.latencies.append(time.time() - sent_at)
+                    self.stats.frames += 1
         elif data.startswith(b'{"type":"analytics_update"') and not self.ready.done():
             self.stats.setups.append(time.perf_counter() - self.started)
             self.ready.set_result(None)
@@ -294,6 +301,10 @@ async def drive(
         versions = dict.fromkeys(vendors, 0)
         await produce(producer, topics.metrics, versions, rate, WARMUP_SECONDS)
         await asyncio.sleep(0.5)
+        idle0, idle_t0 = proc_cpu_seconds(pid), time.monotonic()
+        await asyncio.sleep(IDLE_SECONDS)  # clients connected, nothing produced: heartbeats, polling
+        idle_rate = (proc_cpu_seconds(pid) - idle0) / (time.monotonic() - idle_t0)
+        load_before = os.getloadavg()[0]
         stats.recording = True
         cpu0, wait0, own0, t0 = (
             proc_cpu_seconds(pid),
@@ -331,6 +342,11 @@ async def drive(
         "server_cpu_us_per_setup": round(1e6 * setup_cpu / clients),
         "server_cpu_percent": round(100 * cpu / elapsed, 1),
         "server_cpu_us_per_frame": round(1e6 * cpu / max(1, stats.frames), 1),
+        "server_idle_cpu_percent": round(100 * idle_rate, 1),
+        "server_cpu_us_per_frame_marginal": round(
+            1e6 * max(0.0, cpu - idle_rate * elapsed) / max(1, stats.frames), 1
+        ),
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "server_cpu_wait_percent": round(100 * wait / elapsed, 1),
         "server_rss_mb": round(rss_after / 1024, 1),
         "server_kb_per_connection": round((rss_after - rss_before) / clients, 1),
@@ -340,7 +356,7 @@ async def drive(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--clients", default="100,1000,5000", help="comma-separated client counts")
+    parser.add_argument("--clients", default="1000,5000,10000", help="comma-separated client counts")
     parser.add_argument("--rate", type=int, default=1000, help="snapshots produced per second")
     parser.add_argument("--per-vendor", type=int, default=10, help="clients per vendor")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per case")
@@ -372,12 +388,14 @@ def main() -> None:
         "clients",
         "vendors",
         "frames/s",
+        "load",
         "latency p50/p99/max ms",
         "set-up p50/p99 ms",
         "µs CPU/set-up",
         "server CPU %",
         "waiting for CPU %",
         "µs CPU/frame",
+        "marginal µs/frame",
         "KB/conn",
         "client CPU %",
     ):
@@ -388,12 +406,14 @@ def main() -> None:
             f"{r['clients']:,}",
             str(r["vendors"]),
             f"{r['frames_per_s']:,}",
+            f"{r['load_average'][0]:.1f}-{r['load_average'][1]:.1f}",
             f"{lat['p50']} / {lat['p99']} / {lat['max']}",
             f"{setup['p50']} / {setup['p99']}",
             str(r["server_cpu_us_per_setup"]),
             str(r["server_cpu_percent"]),
             str(r["server_cpu_wait_percent"]),
             str(r["server_cpu_us_per_frame"]),
+            str(r["server_cpu_us_per_frame_marginal"]),
             str(r["server_kb_per_connection"]),
             str(r["client_cpu_percent"]),
         )

@@ -8,10 +8,12 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 
-from api.hub import Connection, Hub
+from api.connection import Connection
+from api.hub import Hub
 from api.kafka import Feed
 from api.settings import api_settings
 from api.telemetry import Telemetry
+from tests.fakes import RecordingSink
 
 SETTINGS = api_settings(env="dev", topic_prefix="p-")
 
@@ -45,28 +47,31 @@ def test_snapshots_keep_the_newest_per_vendor_and_tombstones_forget() -> None:
 def test_unreadable_records_are_counted_and_skipped() -> None:
     f, hub = feed()
     tp = TopicPartition("p-vendor-metrics", 0)
-    f._apply({tp: [record(tp.topic, 0, "a", b"{not json"), record(tp.topic, 1, "b", {"vendorId": "b"})]})
+    bad = [
+        b"{not json",
+        {"vendorId": "b"},
+        {"vendorId": "c", "version": "7"},
+        b'{"vendorId":"d","version":1,"metrics":{"orders":',  # the head is fine, the rest is cut off
+        b"[1, 2]",
+    ]
+    f._apply({tp: [record(tp.topic, n, f"k{n}", value) for n, value in enumerate(bad)]})
     assert hub.snapshots == {}
-    assert (
-        hub.telemetry.registry.get_sample_value("vendorpulse_consumer_bad_records_total", {"topic": tp.topic})
-        == 2
-    )
+    assert hub.telemetry.registry.get_sample_value(
+        "vendorpulse_consumer_bad_records_total", {"topic": tp.topic}
+    ) == len(bad)
+    good = b'{"vendorId":"e","asOf":"2026-11-25T00:00:00.000Z","metrics":{"x":[1,{"y":null}]},"version":3}'
+    f._apply({tp: [record(tp.topic, 9, "e", good)]})
+    assert hub.snapshots["e"].version == 3
+    assert hub.latest("e") == (3, good)  # passed on as read, never re-encoded
 
 
 async def test_activity_and_broadcast_records_reach_the_vendor_connections() -> None:
     f, hub = feed()
-    frames: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
+    sinks = {"a": RecordingSink(), "b": RecordingSink()}
+    frames = {vendor: sink.frames for vendor, sink in sinks.items()}
     conns = []
-    for vendor in frames:
-
-        async def send(text: str, vendor: str = vendor) -> None:
-            frames[vendor].append(orjson.loads(text))
-
-        async def close(code: int, reason: str) -> None:
-            pass
-
-        conn = Connection(vendor, send, close, hub.telemetry)
-        conn.start()
+    for vendor, sink in sinks.items():
+        conn = Connection(vendor, sink, hub.telemetry)
         hub.add(conn)
         conns.append(conn)
     order = {"vendorId": "a", "orderId": "o1", "total": 5}
@@ -91,4 +96,4 @@ async def test_activity_and_broadcast_records_reach_the_vendor_connections() -> 
     ]
     assert [m["type"] for m in frames["b"]] == ["connection_status"]
     for conn in conns:
-        conn.abort()
+        conn.detach()

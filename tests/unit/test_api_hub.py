@@ -1,38 +1,17 @@
-"""The hub's per-connection writers: newest snapshot only, versions never going back, a blocked
-client never delaying another, bounded event queues."""
+"""The hub's connections: one shared frame per update, newest snapshot only for a client that stopped
+reading, versions never going back, a blocked client never delaying another, bounded event queues."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-import orjson
-
-from api.hub import Connection, Hub
+from api.connection import Connection, State
+from api.frames import VendorSnapshot
+from api.hub import Hub
 from api.protocol import Close, Out
 from api.telemetry import Telemetry
-
-
-class FakeSocket:
-    """Records what a connection's writer sends; `gate` cleared = a client that stopped reading."""
-
-    def __init__(self) -> None:
-        self.frames: list[dict[str, Any]] = []
-        self.closed: tuple[int, str] | None = None
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.arrived = asyncio.Event()
-
-    async def send(self, text: str) -> None:
-        await self.gate.wait()
-        self.frames.append(orjson.loads(text))
-        self.arrived.set()
-
-    async def close(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
-
-    def versions(self, kind: str = "metrics_update") -> list[int]:
-        return [f["data"]["version"] for f in self.frames if f["type"] == kind]
+from tests.fakes import RecordingSink
 
 
 def zero(vendor: str) -> dict[str, Any]:
@@ -43,105 +22,131 @@ def snap(vendor: str, version: int) -> dict[str, Any]:
     return {"vendorId": vendor, "version": version, "asOf": "2026-11-25T00:00:00.000Z"}
 
 
-def connect(hub: Hub, vendor: str = "v1", queue_size: int = 64) -> tuple[Connection, FakeSocket]:
-    sock = FakeSocket()
-    conn = Connection(vendor, sock.send, sock.close, hub.telemetry, queue_size)
-    conn.start()
+def connect(hub: Hub, vendor: str = "v1", queue_size: int = 64) -> tuple[Connection, RecordingSink]:
+    sink = RecordingSink()
+    conn = Connection(vendor, sink, hub.telemetry, queue_size, close_grace=0.05)
     hub.add(conn)
-    return conn, sock
+    return conn, sink
 
 
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+def dropped(hub: Hub, kind: str) -> float | None:
+    return hub.telemetry.registry.get_sample_value("vendorpulse_ws_messages_dropped_total", {"type": kind})
+
+
+async def test_one_update_is_one_shared_frame_written_at_once_to_every_reading_client() -> None:
+    hub = Hub(Telemetry(), zero)
+    hub.caught_up = True
+    sinks = [connect(hub)[1] for _ in range(3)]
+    written: list[bytes] = []
+    for sink in sinks:
+        write = sink.write
+        sink.write = lambda frame, write=write: (written.append(frame.wire), write(frame))[1]  # type: ignore[method-assign]
+    hub.publish_snapshot(snap("v1", 7))
+    assert [s.versions() for s in sinks] == [[7], [7], [7]]  # no await: written during the fan-out
+    assert len({id(w) for w in written}) == 1  # the same bytes object for all three
+    assert hub.telemetry.messages_sent == 6  # 3 analytics_update on connect + 3 metrics_update
 
 
 async def test_slow_client_gets_only_the_newest_snapshot_and_never_delays_a_fast_one() -> None:
     hub = Hub(Telemetry(), zero)
     hub.caught_up = True
-    fast_conn, fast = connect(hub)
-    slow_conn, slow = connect(hub)
-    await settle()
-    slow.gate.clear()  # the slow client stops reading
-    for version in range(1, 201):
+    fast = connect(hub)[1]
+    slow = connect(hub)[1]
+    hub.publish_snapshot(snap("v1", 1))
+    slow.block()  # the slow client stops reading
+    for version in range(2, 201):
         hub.publish_snapshot(snap("v1", version))
-        await settle()
-    assert fast.versions()[-1] == 200
-    assert fast.versions() == sorted(set(fast.versions()))
-    slow.gate.set()
-    await settle()
-    # the slow client was blocked on version 1; afterwards it gets the newest, not a backlog of 199
+    assert fast.versions() == list(range(1, 201))
+    assert slow.versions() == [1]
+    slow.drain()
+    # afterwards it gets the newest, not a backlog of 199
     assert slow.versions() == [1, 200]
-    for conn in (fast_conn, slow_conn):
-        conn.abort()
+    assert dropped(hub, "metrics_update") == 198
 
 
 async def test_versions_never_go_back_per_connection() -> None:
     hub = Hub(Telemetry(), zero)
     hub.caught_up = True
-    conn, sock = connect(hub)
-    await settle()
-    conn.snapshot(
-        Out.METRICS_UPDATE, 5, orjson.dumps({"type": "metrics_update", "data": snap("v1", 5)}).decode()
-    )
-    await settle()
-    conn.snapshot(
-        Out.METRICS_UPDATE, 4, orjson.dumps({"type": "metrics_update", "data": snap("v1", 4)}).decode()
-    )
-    conn.snapshot(
-        Out.METRICS_UPDATE, 5, orjson.dumps({"type": "metrics_update", "data": snap("v1", 5)}).decode()
-    )
+    conn, sink = connect(hub)
+    assert conn.update(VendorSnapshot("v1", 5, "a", b'{"version":5}'))
+    assert not conn.update(VendorSnapshot("v1", 4, "a", b'{"version":4}'))
+    assert not conn.update(VendorSnapshot("v1", 5, "b", b'{"version":5}'))
     hub.send_analytics(conn)  # the hub holds no snapshot: zero-filled version 0 < 5, not sent
-    await settle()
-    assert sock.versions() == [5]
-    assert sock.versions("analytics_update") == [0]  # only the one sent on connect
-    conn.abort()
+    sink.block()
+    conn.update(VendorSnapshot("v1", 9, "a", b'{"version":9}'))
+    conn.full(VendorSnapshot("v1", 8, "a", b'{"version":8}'))  # older than the one waiting: refused
+    conn.update(VendorSnapshot("v1", 6, "a", b'{"version":6}'))
+    sink.drain()
+    assert sink.versions() == [5, 9]
+    assert sink.versions("analytics_update") == [0]  # only the one sent on connect
+    conn.full(VendorSnapshot("v1", 9, "a", b'{"version":9}'))  # a full refresh may repeat it
+    assert [(f["type"], f["data"]["version"]) for f in sink.frames[-1:]] == [("analytics_update", 9)]
 
 
 async def test_a_client_behind_the_order_feed_is_closed_to_resume_never_silently_dropped() -> None:
     hub = Hub(Telemetry(), zero)
-    conn, sock = connect(hub, queue_size=3)
-    await settle()
-    sock.gate.clear()
+    conn, sink = connect(hub, queue_size=3)
+    sink.block()
     for n in range(10):
         hub.publish_event("v1", Out.NEW_ORDER, {"n": n})
-    await settle()
-    sock.gate.set()
-    assert conn.writer is not None
-    await asyncio.wait_for(conn.writer, 1)
+    assert conn.state is State.CLOSING
+    assert not conn.closing.done()
+    sink.drain()
+    await asyncio.wait_for(conn.closing, 1)
     # what it got (queued frames are not sent once closing) has no hole; the rest comes through
     # resume_after on the reconnect
-    got = [f["data"]["n"] for f in sock.frames if f["type"] == "new_order"]
-    assert got == list(range(len(got)))
-    assert sock.frames[-1]["type"] == "error"
-    assert sock.frames[-1]["data"]["code"] == "slow_consumer"
-    assert sock.closed == (1013, "slow consumer")
+    got = [f["data"]["n"] for f in sink.frames if f["type"] == "new_order"]
+    assert got == []
+    assert sink.frames[-1]["type"] == "error"
+    assert sink.frames[-1]["data"]["code"] == "slow_consumer"
+    assert conn.close_with == (1013, "slow consumer")
+    assert hub.telemetry.registry.get_sample_value("vendorpulse_ws_closes_total", {"code": "1013"}) == 1
+
+
+async def test_events_keep_their_order_behind_a_blocked_socket() -> None:
+    hub = Hub(Telemetry(), zero)
+    conn, sink = connect(hub, queue_size=100)
+    hub.publish_event("v1", Out.NEW_ORDER, {"n": 0})
+    sink.block()
+    for n in range(1, 50):
+        hub.publish_event("v1", Out.NEW_ORDER, {"n": n})
+    conn.control(Out.PONG, '{"type":"pong","data":{},"timestamp":"t"}')
+    sink.drain()
+    assert [f["data"].get("n") for f in sink.frames] == [0, None, *range(1, 50)]  # control first
+    assert conn.state is State.OPEN
 
 
 async def test_close_sends_queued_control_frames_then_closes() -> None:
     hub = Hub(Telemetry(), zero)
-    conn, sock = connect(hub)
+    conn, sink = connect(hub)
     conn.close(
         Close.UNAUTHORIZED,
         "token expired",
         '{"type":"error","data":{"code":"token_expired"},"timestamp":"t"}',
     )
-    assert conn.writer is not None
-    await asyncio.wait_for(conn.writer, 1)
-    assert sock.frames[-1]["type"] == "error"
-    assert sock.closed == (4001, "token expired")
+    await asyncio.wait_for(conn.closing, 1)
+    assert sink.frames[-1]["type"] == "error"
+    assert conn.close_with == (4001, "token expired")
     hub.publish_event("v1", Out.NEW_ORDER, {"late": True})
-    assert all(f["type"] != "new_order" for f in sock.frames)
+    assert all(f["type"] != "new_order" for f in sink.frames)
+
+
+async def test_a_socket_that_never_takes_the_close_is_aborted_after_the_grace() -> None:
+    hub = Hub(Telemetry(), zero)
+    conn, sink = connect(hub)
+    sink.block()
+    conn.close(Close.HEARTBEAT_TIMEOUT, "missed pongs")
+    await asyncio.wait_for(conn.closing, 1)
+    assert sink.aborted
+    assert conn.state is State.CLOSED
 
 
 async def test_no_pushes_while_rebuilding_then_one_full_update() -> None:
     hub = Hub(Telemetry(), zero)
-    conn, sock = connect(hub)
+    conn, sink = connect(hub)
     for version in (1, 2, 3):
         hub.publish_snapshot(snap("v1", version))
-    await settle()
-    assert sock.frames == []
+    assert sink.frames == []
     hub.mark_caught_up()
-    await settle()
-    assert [(f["type"], f["data"]["version"]) for f in sock.frames] == [("analytics_update", 3)]
-    conn.abort()
+    assert [(f["type"], f["data"]["version"]) for f in sink.frames] == [("analytics_update", 3)]
+    conn.detach()

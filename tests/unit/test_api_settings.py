@@ -91,3 +91,18 @@ def test_defaults_follow_the_contract() -> None:
     assert settings.refresh_seconds == 30
     assert settings.missed_pongs == 2
     assert settings.broadcast_topic == "x-api-broadcast"
+
+
+def test_shard_setting_splits_partitions_and_vendors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VENDORPULSE_API_SHARD", "1/3")
+    shard = api_settings(env="dev").shard
+    assert str(shard) == "1/3"
+    assert shard.partitions(list(range(8))) == [1, 4, 7]
+    owners = [shard.of(f"vendor-{n}", 8) for n in range(300)]
+    assert set(owners) == {0, 1, 2}
+    assert all(shard.owns(f"vendor-{n}", 8) == (o == 1) for n, o in enumerate(owners))
+    assert shard.owns("anyone", None)  # partition count not known yet: not refused
+    assert api_settings(env="dev", api_shard="0/1").shard.owns("anyone", 8)
+    for bad in ("3/3", "1", "a/b", "-1/2"):
+        with pytest.raises(ApiConfigError, match="VENDORPULSE_API_SHARD"):
+            api_settings(env="dev", api_shard=bad)

@@ -4,8 +4,8 @@ directly, as the Kafka feed would)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from fastapi import FastAPI
@@ -19,6 +19,7 @@ from api.protocol import Out
 from api.settings import ApiSettings, api_settings
 
 SECRET = "k" * 48
+T = TypeVar("T")
 
 
 def settings(**overrides: Any) -> ApiSettings:
@@ -71,6 +72,12 @@ def receive(ws: WebSocketTestSession, kind: str, limit: int = 20) -> dict[str, A
     raise AssertionError(f"no {kind} within {limit} messages")
 
 
+def on_loop(client: TestClient, fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn` on the app's event loop, as the Kafka feed does (the hub writes to sockets at once)."""
+    assert client.portal is not None, "use the client as a context manager"
+    return client.portal.call(fn, *args)
+
+
 def closed_with(ws: WebSocketTestSession, limit: int = 50) -> int:
     for _ in range(limit):
         try:
@@ -82,7 +89,7 @@ def closed_with(ws: WebSocketTestSession, limit: int = 50) -> int:
 
 def test_connect_sends_status_then_the_latest_snapshot(env: tuple[TestClient, Hub, ApiSettings]) -> None:
     client, hub, s = env
-    hub.publish_snapshot(snapshot("v1", 7, revenue=1234))
+    on_loop(client, hub.publish_snapshot, snapshot("v1", 7, revenue=1234))
     with connect(client, s) as ws:
         status = ws.receive_json()
         assert status["type"] == "connection_status"
@@ -113,12 +120,12 @@ def test_token_in_the_authorization_header(env: tuple[TestClient, Hub, ApiSettin
 
 def test_metrics_update_on_change_coalesced_and_never_older(env: tuple[TestClient, Hub, ApiSettings]) -> None:
     client, hub, s = env
-    hub.publish_snapshot(snapshot("v1", 1))
+    on_loop(client, hub.publish_snapshot, snapshot("v1", 1))
     with connect(client, s) as ws:
         assert receive(ws, "analytics_update")["data"]["version"] == 1
-        assert hub.publish_snapshot(snapshot("v1", 3))
-        assert not hub.publish_snapshot(snapshot("v1", 2))  # older: dropped by the hub
-        hub.publish_snapshot(snapshot("v2", 9))  # another vendor: not for this client
+        assert on_loop(client, hub.publish_snapshot, snapshot("v1", 3))
+        assert not on_loop(client, hub.publish_snapshot, snapshot("v1", 2))  # older: dropped by the hub
+        on_loop(client, hub.publish_snapshot, snapshot("v2", 9))  # another vendor: not for this client
         assert receive(ws, "metrics_update")["data"]["version"] == 3
         ws.send_json({"type": "refresh", "data": None, "timestamp": "2026-11-25T12:00:00.000Z"})
         refreshed = receive(ws, "analytics_update")["data"]
@@ -131,9 +138,9 @@ def test_new_order_and_broadcast_frames(env: tuple[TestClient, Hub, ApiSettings]
     with connect(client, s) as ws:
         receive(ws, "analytics_update")
         order = {"vendorId": "v1", "orderId": "o-1", "total": 500, "currency": "EUR", "version": 4}
-        hub.publish_event("v1", Out.NEW_ORDER, order)
+        on_loop(client, hub.publish_event, "v1", Out.NEW_ORDER, order)
         assert receive(ws, "new_order")["data"] == order
-        hub.broadcast({"message": "hello", "broadcastId": "b1"}, None)
+        on_loop(client, hub.broadcast, {"message": "hello", "broadcastId": "b1"}, None)
         status = receive(ws, "connection_status")["data"]
         assert status == {"status": "broadcast", "message": "hello", "broadcastId": "b1"}
 
@@ -237,7 +244,7 @@ def test_heartbeat_pings_measure_rtt_and_two_missed_pongs_close_4008() -> None:
 def test_periodic_analytics_update_follows_the_refresh_period() -> None:
     client, app, s = make_client(refresh_seconds=0.2, heartbeat_seconds=60)
     with client:
-        app.state.hub.publish_snapshot(snapshot("v1", 5))
+        on_loop(client, app.state.hub.publish_snapshot, snapshot("v1", 5))
         with connect(client, s) as ws:
             times = []
             for _ in range(3):

@@ -12,13 +12,15 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from api.app import WS_PATH
 from api.auth import make_token
+from api.connection import Connection
 from api.exceptions import BadMessageError
-from api.hub import Connection, Hub
+from api.hub import Hub
 from api.kafka import Feed
 from api.protocol import Out, frame
 from api.resume import Cursor, resume
 from api.telemetry import Telemetry
 from infra.topics import partition_for
+from tests.fakes import RecordingSink
 from tests.unit.test_api_ws import closed_with, make_client, receive, settings
 
 
@@ -61,16 +63,9 @@ def setup(vendor: str) -> tuple[Feed, Hub, Connection, list[dict[str, Any]], int
     hub.caught_up = True
     feed = Feed(settings(topic_prefix="p-"), hub, telemetry)
     feed.activity_partitions = 6
-    sent: list[dict[str, Any]] = []
-
-    async def send(text: str) -> None:
-        sent.append(orjson.loads(text))
-
-    async def close(code: int, reason: str) -> None:
-        pass
-
-    conn = Connection(vendor, send, close, telemetry)
-    return feed, hub, conn, sent, partition_for(vendor.encode(), 6)
+    sink = RecordingSink()
+    conn = Connection(vendor, sink, telemetry)
+    return feed, hub, conn, sink.frames, partition_for(vendor.encode(), 6)
 
 
 async def test_replay_then_held_live_records_each_once_in_offset_order() -> None:
@@ -78,7 +73,6 @@ async def test_replay_then_held_live_records_each_once_in_offset_order() -> None
     tp = TopicPartition("p-vendor-activity", p)
     log = [record(p, o, "va" if o % 3 else "other") for o in range(0, 20)]
     feed.positions[tp] = 20  # the feed delivered 0..19 before this connection existed
-    conn.start()
     conn.hold(100)
     hub.add(conn)
     replayer = FakeReplayer(log)
@@ -108,7 +102,6 @@ async def test_gaps_are_reported_and_a_lagging_feed_sends_nothing_twice() -> Non
     feed, hub, conn, sent, p = setup("vb")
     tp = TopicPartition("p-vendor-activity", p)
     feed.positions[tp] = 50
-    conn.start()
     conn.hold(100)
     hub.add(conn)
     log = [record(p, o, "vb") for o in range(0, 50)]
@@ -128,7 +121,6 @@ async def test_gaps_are_reported_and_a_lagging_feed_sends_nothing_twice() -> Non
     feed, hub, conn, sent, p = setup("vc")
     tp = TopicPartition("p-vendor-activity", p)
     feed.positions[tp] = 10
-    conn.start()
     conn.hold(100)
     hub.add(conn)
     await resume(conn, feed, FakeReplayer([]), Cursor(p, 14), feed.settings)  # type: ignore[arg-type]
@@ -140,7 +132,6 @@ async def test_gaps_are_reported_and_a_lagging_feed_sends_nothing_twice() -> Non
 
 async def test_without_kafka_the_resume_says_it_is_incomplete_and_goes_live() -> None:
     _, hub, conn, sent, _ = setup("vd")
-    conn.start()
     conn.hold(10)
     hub.add(conn)
     hub.publish_event("vd", Out.NEW_ORDER, {"orderId": "live"}, (0, 7))
