@@ -25,8 +25,8 @@ from api.session import TOKEN_SCOPE_KEY, Services, serve
 from api.settings import ApiSettings, api_settings
 from api.tasks import cancel_and_wait
 from api.telemetry import Telemetry
-from processors.metrics import snapshot
-from processors.state import new_state
+from processors.core.snapshot import snapshot
+from processors.core.state import new_state
 
 if TYPE_CHECKING:
     from schemas.confluent import RegistryProbe

@@ -193,8 +193,7 @@ def pct(values: list[float], q: float) -> float:
 
 def sample_snapshot() -> dict[str, Any]:
     """A contract §5 snapshot of realistic size (~2 KB): 5 top products, 4 categories, 12 months."""
-    from processors.metrics import snapshot
-    from processors.state import new_state
+    from processors.core import new_state, snapshot
 
     data = snapshot(new_state("bench"), int(time.time() * 1000))
     data["currency"] = "EUR"

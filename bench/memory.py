@@ -1,6 +1,6 @@
 """Memory benchmark of the pure core: what a vendor state keeps per event folded, and the fold's speed.
 
-The states keep their history in memory (`processors.history.MemoryHistory`, as replay does), so the
+The states keep their history in memory (`processors.core.history.MemoryHistory`, as replay does), so the
 bytes per event are what replay holds; the worker keeps the history in its table and holds per vendor
 only the live part (`bench.history` measures the worker).
 
@@ -39,8 +39,9 @@ from rich.table import Table
 
 from bench import machine
 from infra.simulate import EventGenerator, SimConfig
-from processors.metrics import apply
-from processors.state import State, dumps, loads, new_state
+from processors.core.apply import apply
+from processors.core.state import State, new_state
+from processors.core.state_codec import dumps, loads
 from schemas.codec import FastavroCodec
 from schemas.events import Event
 

@@ -35,8 +35,9 @@ from rich.table import Table
 from bench import machine
 from infra.simulate import EventGenerator, SimConfig
 from infra.topics import Topics, ensure_topics
-from processors.metrics import Status, apply, snapshot
-from processors.state import State, new_state
+from processors.core.apply import Status, apply
+from processors.core.snapshot import snapshot
+from processors.core.state import State, new_state
 from schemas.codec import FastavroCodec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -33,9 +33,9 @@ from infra.settings import KafkaSettings
 from infra.simulate import SimConfig, produce
 from infra.topics import Topics, ensure_topics
 from processors.archive import ArchiveProblems, read_archive, run_export, run_import, run_replay_files
-from processors.metrics import apply
+from processors.core.apply import apply
+from processors.core.state import State, new_state
 from processors.replay import Meter, ReplayFold, ReplaySummary, consumer_for, plan, quiet_gc, read, run_replay
-from processors.state import State, new_state
 from schemas.codec import FastavroCodec
 from schemas.events import EVENT_TYPES, Event
 

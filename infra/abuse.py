@@ -334,8 +334,7 @@ async def produce(
     `feed.phase`, and every fifth one a new snapshot version of that vendor, until `stop`."""
     from aiokafka import AIOKafkaProducer
 
-    from processors.metrics import snapshot
-    from processors.state import new_state
+    from processors.core import new_state, snapshot
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
     await producer.start()

@@ -1,7 +1,7 @@
 """How a vendor's fold state is kept in the worker's changelog-backed table: keys, values, restore.
 
-Each vendor has a *live part* (`processors.state`: what a snapshot reads, bounded by the windows, months
-and catalog) and a *history* (`processors.history`: ids, orders, first orders, bounded by the lateness
+Each vendor has a *live part* (`processors.core.state`: what a snapshot reads, bounded by the windows, months
+and catalog) and a *history* (`processors.core.history`: ids, orders, first orders, bounded by the lateness
 horizon, contract §4.1). Both live in the table, so the heap holds per vendor only the live part, the
 history changed since the last checkpoint, and a bounded read cache. Keys (vendor ids never contain a
 control character, `processors.fold.vendor_of`):
@@ -63,22 +63,21 @@ from typing import Any
 
 import orjson
 
-from processors.exceptions import StateFormatError
-from processors.history import Line, Order, OrderEntry
-from processors.metrics import apply, clock_of
-from processors.state import (
-    DAY_MS,
+from processors.core.apply import apply, clock_of
+from processors.core.calendar import DAY_MS
+from processors.core.history import Line, Order, OrderEntry
+from processors.core.state import (
     DEFAULT_LATENESS_DAYS,
     INVENTORY,
     NO_FLOOR,
     ORDERS,
     State,
-    dumps,
     horizon,
-    loads,
     new_state,
     repeated_categories,
 )
+from processors.core.state_codec import dumps, loads
+from processors.exceptions import StateFormatError
 from schemas.codec import Codec
 
 SEP = b"\x00"
@@ -202,7 +201,7 @@ def assemble(vendor_id: str, checkpoint: bytes, get: Get) -> tuple[bytes, list[b
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A checkpoint record: `CHECKPOINT`, u32 length + the live part (`processors.state.dumps`), u32
+    """A checkpoint record: `CHECKPOINT`, u32 length + the live part (`processors.core.state_codec.dumps`), u32
     length + a JSON header {"tail": first tail seq, "expiry": {"i"|"o": {day: records}}}, then the
     history writes since the previous checkpoint, each as u32 key length, key, i32 value length (-1 for
     a delete), value. Keys are relative to the vendor's history prefix."""
@@ -364,7 +363,7 @@ def _decode(key: bytes, data: bytes) -> Any:
 
 @dataclass
 class StoredHistory:
-    """`processors.history.History` over the worker's table: changes since the last checkpoint in the heap
+    """`processors.core.history.History` over the worker's table: changes since the last checkpoint in the heap
     (`pending`, relative keys -> values), then a small cache of decoded table values, then the table."""
 
     prefix: bytes

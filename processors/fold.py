@@ -22,18 +22,11 @@ from typing import Any
 import orjson
 
 from processors.changelog import HistoryMemory, VendorLog
-from processors.metrics import (
-    Outcome,
-    Status,
-    StockLevel,
-    apply,
-    iso_millis,
-    observe,
-    prune,
-    snapshot,
-    stock_level,
-)
-from processors.state import DAY_MS, NO_FLOOR, State
+from processors.core.apply import Outcome, Status, StockLevel, apply, observe, stock_level
+from processors.core.calendar import DAY_MS, iso_millis
+from processors.core.prune import prune
+from processors.core.snapshot import snapshot
+from processors.core.state import NO_FLOOR, State
 from schemas.codec import Codec
 from schemas.events import ORDER_EVENTS, Event, InventoryAdjusted, OrderPlaced, ProductUpserted
 from schemas.exceptions import CodecError

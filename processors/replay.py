@@ -66,11 +66,12 @@ from rich.text import Text
 
 from infra.settings import KafkaSettings
 from infra.topics import Topics, broker_count
+from processors.core.apply import Status, apply, observe, stock_level
+from processors.core.snapshot import snapshot
+from processors.core.state import DEFAULT_LATENESS_DAYS, NO_FLOOR, State, new_state
 from processors.exceptions import ReplayError
 from processors.fold import BAD_KEY, PRODUCT_EVENTS, Refusal, read_event, rejection, stock_alert, vendor_of
-from processors.metrics import Status, apply, observe, snapshot, stock_level
 from processors.schema_ids import with_schemas
-from processors.state import DEFAULT_LATENESS_DAYS, NO_FLOOR, State, new_state
 from schemas.codec import Codec, FastavroCodec
 from schemas.events import Event
 
@@ -140,7 +141,7 @@ class ReplayFold:
 
     `lateness_days` is the worker's L (contract §4.1), so the same records with the same timestamps
     give the same verdicts. `floor` is the earliest as-of instant the snapshots will be asked for: the
-    states keep no timeline before it (processors.state)."""
+    states keep no timeline before it (processors.core.state)."""
 
     def __init__(
         self, codec: Codec, vendors: Collection[str] | None = None,

@@ -23,8 +23,8 @@ from api.auth import make_token
 from api.server import ServerThread
 from api.settings import ApiSettings, api_settings
 from infra.topics import Topics, partition_for
-from processors.metrics import snapshot as zero_snapshot
-from processors.state import new_state
+from processors.core.snapshot import snapshot as zero_snapshot
+from processors.core.state import new_state
 
 SECRET = "integration-secret-" + "x" * 32
 

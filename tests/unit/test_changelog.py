@@ -29,11 +29,14 @@ from processors.changelog import (
     tail_key,
     watermark_key,
 )
+from processors.core.apply import apply
+from processors.core.calendar import DAY_MS
+from processors.core.history import MemoryHistory
+from processors.core.snapshot import snapshot
+from processors.core.state import new_state
+from processors.core.state_codec import dumps
 from processors.exceptions import StateFormatError
 from processors.fold import Folder, Record
-from processors.history import MemoryHistory
-from processors.metrics import apply, snapshot
-from processors.state import DAY_MS, dumps, new_state
 from schemas.codec import FastavroCodec
 from schemas.events import Event
 

@@ -10,9 +10,12 @@ from typing import Any
 import orjson
 import pytest
 
+from processors.core.apply import DUPLICATE_EVENT, DUPLICATE_ORDER, Status, apply
+from processors.core.prune import prune
+from processors.core.snapshot import snapshot
+from processors.core.state import PLACED, PRODUCT, State, new_state
+from processors.core.state_codec import dumps, loads
 from processors.exceptions import PeriodError, ProcessorError, StateFormatError, UnsupportedEventError
-from processors.metrics import DUPLICATE_EVENT, DUPLICATE_ORDER, Status, apply, prune, snapshot
-from processors.state import PLACED, PRODUCT, State, dumps, loads, new_state
 from schemas.codec import FastavroCodec
 from schemas.events import Event, InventoryAdjusted, OrderCancelled, OrderItem, OrderPlaced, ProductUpserted
 
@@ -483,7 +486,7 @@ def test_stored_state_round_trips_deterministically() -> None:
     state = make_state(*events)
     state.offsets["orders:2"] = 41
     data = dumps(state)
-    restored = loads(data, state.history)  # the history is stored apart (processors.history)
+    restored = loads(data, state.history)  # the history is stored apart (processors.core.history)
     assert dumps(restored) == data
     assert restored.offsets == {"orders:2": 41}
     assert snapshot(restored, ms("2024-03-10T12:00:00.000")) == snapshot(state, ms("2024-03-10T12:00:00.000"))

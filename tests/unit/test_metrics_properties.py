@@ -16,8 +16,12 @@ import hypothesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processors.metrics import DUPLICATE_ORDER, Outcome, Status, apply, prune, snapshot
-from processors.state import DAY_MS, State, dumps, loads, new_state
+from processors.core.apply import DUPLICATE_ORDER, Outcome, Status, apply
+from processors.core.calendar import DAY_MS
+from processors.core.prune import prune
+from processors.core.snapshot import snapshot
+from processors.core.state import State, new_state
+from processors.core.state_codec import dumps, loads
 from schemas.events import Event, InventoryAdjusted, OrderCancelled, OrderItem, OrderPlaced, ProductUpserted
 from tests.unit.reference import Read, read_log, reference_snapshot
 

@@ -19,9 +19,10 @@ from infra.settings import KafkaSettings
 from infra.simulate import EventGenerator, SimConfig
 from infra.topics import Topics
 from processors.changelog import restore
+from processors.core.calendar import DAY_MS
+from processors.core.snapshot import snapshot
 from processors.exceptions import ReplayError
 from processors.fold import Folder
-from processors.metrics import snapshot
 from processors.replay import (
     FoldCounts,
     Part,
@@ -34,7 +35,6 @@ from processors.replay import (
     split,
     write_jsonl,
 )
-from processors.state import DAY_MS
 from schemas.codec import FastavroCodec
 from schemas.events import ORDER_EVENTS, Event, OrderItem, OrderPlaced
 from tests.unit.test_core_imports import modules_after

@@ -1,7 +1,7 @@
 """Per-vendor state of the metrics fold: its layout, the primitives that keep it consistent, its encoding.
 
-One `State` per vendor. `processors.metrics.apply` folds events into it in log order and
-`processors.metrics.snapshot` reads it for an as-of instant T (contract §4). Times are epoch
+One `State` per vendor. `processors.core.apply` folds events into it in log order and
+`processors.core.snapshot` reads it for an as-of instant T (contract §4). Times are epoch
 milliseconds (UTC); a *day* is `ms // DAY_MS` (days since 1970-01-01 UTC); a *month* is
 `year * 12 + month - 1`; money is int minor units.
 
@@ -11,7 +11,7 @@ The state is in two parts, so that memory does not grow with the history (contra
   placed that day and not cancelled (`days`: revenue, orders, per product, per category, per customer);
   per month its revenue and orders; the catalog and stock; the clocks; and the `timeline` of events dated
   after `floor`. Its size follows the windows, the months and the catalog, not the number of events.
-- **the history** (`processors.history.History`): what must be remembered per event to apply the rules
+- **the history** (`processors.core.history.History`): what must be remembered per event to apply the rules
   that look back (duplicate ids, second placements, cancellations, first orders). The worker keeps it in
   its RocksDB table and forgets what falls behind the horizon; replay and tests keep it in dicts.
 
@@ -47,36 +47,18 @@ its customers are new, memoised so a snapshot does not re-add P days of dicts; a
 `pinned`; `names` and `lines` (the state's one copy of each repeated string and order line: the decoder
 gives every event its own copies, and buckets, catalog and timeline hold the shared ones).
 
-Encoding (`dumps`/`loads`): orjson, sorted keys, no whitespace, so equal states give equal bytes::
-
-    {"format": 2, "vendorId": str, "version": int, "currency": str|null, "offsets": {str: int},
-     "clocks": [int|null, int|null], "floor": int, "keptFrom": [day, month],
-     "days": [[day, revenue, orders, {productId: [revenue, units]}, {category: [revenue, orders]},
-               {customerId: orders}]],
-     "months": [[month, revenue, orders]],
-     "products": {productId: [stock, [[ms, name, category, active, threshold]]]},
-     "timeline": [[day, [[ms, kind, key, delta, order|null]]]]}
-
-with an order as `[orderId, occurred_at, customerId, total, [[productId, category, quantity, unitPrice]],
-cancelled_at|null]`.
+Encoding: `processors.core.state_codec`.
 """
 
 from __future__ import annotations
 
-import gc
 from bisect import insort
 from dataclasses import dataclass, field
-from functools import lru_cache
 from operator import itemgetter
-from typing import Any
 
-import orjson
+from processors.core.calendar import DAY_MS, month_of_day
+from processors.core.history import History, Line, MemoryHistory, Order
 
-from processors.exceptions import StateFormatError
-from processors.history import History, Line, MemoryHistory, Order
-
-FORMAT = 2
-DAY_MS = 86_400_000
 NO_FLOOR = -(1 << 62)
 """`floor` of a state whose snapshots may be asked for any T (keeps every timeline entry)."""
 DEFAULT_LATENESS_DAYS = 400
@@ -91,33 +73,6 @@ Entry = tuple[int, int, str, int, Order | None]
 """A timeline entry: (occurred_at, kind, key, delta, order)."""
 occurred = itemgetter(0)
 category_of = itemgetter(1)
-
-
-def civil(day: int) -> tuple[int, int, int]:
-    """(year, month, day) of a day number (H. Hinnant's days-to-civil, proleptic Gregorian)."""
-    z = day + 719_468
-    era = z // 146_097
-    doe = z - era * 146_097
-    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    month = mp + 3 if mp < 10 else mp - 9
-    return yoe + era * 400 + (month <= 2), month, doy - (153 * mp + 2) // 5 + 1
-
-
-@lru_cache(maxsize=4096)
-def month_of_day(day: int) -> int:
-    year, month, _ = civil(day)
-    return year * 12 + month - 1
-
-
-def first_day_of_month(month: int) -> int:
-    year, m = divmod(month, 12)
-    year -= m < 2  # January and February count as months 11 and 12 of the previous March-based year
-    era = year // 400
-    yoe = year - era * 400
-    doy = (153 * (m - 2 if m >= 2 else m + 10) + 2) // 5
-    return era * 146_097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719_468
 
 
 @dataclass(slots=True)
@@ -428,120 +383,3 @@ def pin(state: State, order_id: str, order: Order) -> None:
     held = state.pinned.get(order_id)
     if held is None or held.occurred_at <= order.occurred_at:
         state.pinned[order_id] = order
-
-
-# --- encoding -----------------------------------------------------------------------------------------
-
-
-def _order_doc(order_id: str, order: Order) -> list[Any]:
-    return [order_id, order.occurred_at, order.customer_id, order.total, order.items, order.cancelled_at]
-
-
-def dumps(state: State) -> bytes:
-    """Compact, deterministic bytes of the live part (see the module docstring); not the history."""
-    doc = {
-        "format": FORMAT,
-        "vendorId": state.vendor_id,
-        "version": state.version,
-        "currency": state.currency,
-        "offsets": state.offsets,
-        "clocks": state.clocks,
-        "floor": state.floor,
-        "keptFrom": [state.kept_from_day, state.kept_from_month],
-        "days": [
-            [d, b.revenue, b.orders, b.products, b.categories, b.customers]
-            for d, b in sorted(state.days.items())
-        ],
-        "months": [[m, r, n] for m, (r, n) in sorted(state.months.items())],
-        "products": {k: [p.stock, p.versions] for k, p in state.products.items()},
-        "timeline": [
-            [
-                day,
-                [
-                    [at, kind, key, delta, None if order is None else _order_doc(key, order)]
-                    for at, kind, key, delta, order in state.timeline[day]
-                ],
-            ]
-            for day in state.timeline_days
-        ],
-    }
-    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
-
-
-def loads(data: bytes, history: History | None = None, lateness_days: int = DEFAULT_LATENESS_DAYS) -> State:
-    """The state `dumps` wrote (its history given, or empty in memory); StateFormatError if it is not one."""
-    # Decoding allocates many containers and frees none: the cyclic GC would only rescan them.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _decode(data, history if history is not None else MemoryHistory(), lateness_days)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def _decode(data: bytes, history: History, lateness_days: int) -> State:
-    try:
-        doc = orjson.loads(data)
-        fmt = doc["format"]
-    except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
-        raise StateFormatError(f"stored vendor state is not a vendorpulse state: {exc}") from exc
-    if fmt != FORMAT:
-        raise StateFormatError(
-            f"stored vendor state has format {fmt!r}, this code reads {FORMAT}; "
-            "run the vendorpulse version that wrote it, or rebuild the state by replay"
-        )
-    try:
-        return _build(doc, history, lateness_days)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise StateFormatError(f"stored vendor state is malformed ({exc!r}); rebuild it by replay") from exc
-
-
-def _build(doc: dict[str, Any], history: History, lateness_days: int) -> State:
-    state = new_state(str(doc["vendorId"]), history, lateness_days)
-    state.version = int(doc["version"])
-    state.currency = doc["currency"]
-    state.offsets = {str(k): int(v) for k, v in doc["offsets"].items()}
-    state.clocks = [None if c is None else int(c) for c in doc["clocks"]]
-    state.floor = int(doc["floor"])
-    state.kept_from_day, state.kept_from_month = (int(x) for x in doc["keptFrom"])
-    names = state.names
-    for day, revenue, orders, products, categories, customers in doc["days"]:
-        state.days[day] = DayBucket(
-            revenue,
-            orders,
-            {names.setdefault(k, k): v for k, v in products.items()},
-            {names.setdefault(k, k): v for k, v in categories.items()},
-            {names.setdefault(k, k): v for k, v in customers.items()},
-        )
-    state.months = {m: [r, n] for m, r, n in doc["months"]}
-    for product_id, (stock, versions) in doc["products"].items():
-        product = state.products[names.setdefault(product_id, product_id)] = Product(
-            stock,
-            [
-                (at, names.setdefault(name, name), names.setdefault(cat, cat), active, threshold)
-                for at, name, cat, active, threshold in versions
-            ],
-        )
-        count_product(state, product.versions[-1] if product.versions else None, stock, 1)
-    orders_by_time: dict[tuple[str, int], Order] = {}  # one object per order, however many entries
-    for day, entries in doc["timeline"]:
-        kept: list[Entry] = []
-        for at, kind, key, delta, order_doc in entries:
-            order = None
-            if order_doc is not None:
-                order_id, placed_at, customer, total, items, cancelled_at = order_doc
-                order = orders_by_time.get((order_id, placed_at))
-                if order is None:
-                    lines = tuple([share_line(state, tuple(line)) for line in items])
-                    order = orders_by_time[(order_id, placed_at)] = make_order(
-                        state, placed_at, customer, total, lines, cancelled_at
-                    )
-                key = order_id
-                pin(state, key, order)
-            else:
-                key = names.setdefault(key, key)
-            kept.append((at, kind, key, delta, order))
-        state.timeline[day] = kept
-        state.timeline_days.append(day)
-    return state

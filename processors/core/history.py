@@ -2,7 +2,7 @@
 
 Contract §4.1 lets a processor forget an event once it lies behind the lateness horizon, so what must
 be remembered per event is bounded in time (`L` days of it), not in count. The heap cannot hold even
-that at a marketplace's volume (a year of event ids), so the fold (`processors.metrics.apply`) reaches
+that at a marketplace's volume (a year of event ids), so the fold (`processors.core.apply`) reaches
 it only through `History`:
 
 - `seen(event_id)`: the occurred_at of the event that marked the id seen (the greatest one: an id seen
