@@ -35,7 +35,16 @@ from infra.topics import Topics, ensure_topics
 from processors.archive import ArchiveProblems, read_archive, run_export, run_import, run_replay_files
 from processors.core.apply import apply
 from processors.core.state import State, new_state
-from processors.replay import Meter, ReplayFold, ReplaySummary, consumer_for, plan, quiet_gc, read, run_replay
+from processors.replay import (
+    Meter,
+    ReplayStates,
+    ReplaySummary,
+    consumer_for,
+    plan,
+    quiet_gc,
+    read,
+    run_replay,
+)
 from schemas.codec import FastavroCodec
 from schemas.events import EVENT_TYPES, Event
 
@@ -135,9 +144,9 @@ def breakdown(settings: KafkaSettings, topics: Topics, archive: Path, runs: int)
     fold = timed(fold_only)
 
     def feed_all() -> None:
-        fold = ReplayFold(codec)
+        fold = ReplayStates(codec)
         for on_orders, records in fetched:
-            fold.feed(on_orders, records)
+            fold.take(on_orders, records)
 
     whole = timed(feed_all)
     whole_gc = timed(feed_all, collect=True)
@@ -260,7 +269,7 @@ def main() -> None:
         ("  of which Avro body and its checks (codec.read)", "decode_avro_us"),
         ("  of which event objects (from_record)", "decode_event_objects_us"),
         ("fold (metrics.apply)", "apply_us"),
-        ("decode + acceptance + fold (ReplayFold.feed)", "decode_and_fold_us"),
+        ("decode + acceptance + fold (ReplayStates.feed)", "decode_and_fold_us"),
         ("  the same with the cyclic GC on", "decode_and_fold_gc_on_us"),
         ("read Avro archive into events", "archive_read_us"),
     ):

@@ -312,8 +312,8 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Run the metrics worker (Faust): fold orders and inventory into per-vendor snapshots."""
-    from processors.settings import worker_settings
     from processors.worker.faust_app import run_worker
+    from processors.worker.settings import worker_settings
 
     try:
         settings = worker_settings()

@@ -7,7 +7,7 @@ datetimes) and the deflate codec every Avro implementation reads. Records keep t
 partition; the header's metadata says where they came from (`vendorpulse.*` keys, see `export`).
 
 The files hold what the worker would fold: export takes records through the worker's own checks
-(`processors.fold.vendor_of`, `read_event`) plus "the key is the event's vendor_id" (the worker
+(`processors.intake.vendor_of`, `read_event`) plus "the key is the event's vendor_id" (the worker
 rejects the others; an archive has no key, import keys by vendor_id). Schema-valid events that break a
 rule of contract §4 are kept: the worker rejects them again after an import. Every record left out is
 counted by its DLQ code and written, bytes and all, to `<dir>/skipped.jsonl`: nothing is dropped
@@ -44,12 +44,12 @@ from fastavro.write import Writer
 from infra.settings import KafkaSettings
 from infra.topics import Topics, ensure_topics
 from processors.exceptions import ArchiveError
-from processors.fold import BAD_KEY, Refusal, read_event, vendor_of
+from processors.intake import BAD_KEY, Refusal, read_event, vendor_of
 from processors.replay import (
     MAX_SAMPLES,
     InputRecord,
     Refused,
-    ReplayFold,
+    ReplayStates,
     ReplaySummary,
     check_publish_topic,
     check_range,
@@ -577,7 +577,7 @@ def run_replay_files(
     if publish_topic is not None:
         check_publish_topic(settings, publish_topic)
     files = archive_files(paths)
-    fold = ReplayFold(FastavroCodec(), vendors, settings.lateness_days, as_of_ms)
+    fold = ReplayStates(FastavroCodec(), vendors, settings.lateness_days, as_of_ms)
     problems = ArchiveProblems()
     began = time.monotonic()
     with meter("replay", None, progress) as m, quiet_gc():
@@ -585,10 +585,10 @@ def run_replay_files(
         for archived in in_log_order(read_archive(files, problems, fold.codec)):
             batch.append((archived.event, archived.ts))
             if len(batch) == 5000:
-                fold.feed_events(batch)
+                fold.take_events(batch)
                 m.advance(len(batch), len(batch))
                 batch = []
-        fold.feed_events(batch)
+        fold.take_events(batch)
         m.advance(len(batch), len(batch))
     fold_seconds = time.monotonic() - began
     for code, n in problems.skipped.items():

@@ -17,7 +17,7 @@ the live pipeline's for a log that began at `from_ms` (re-sent events count agai
 stock starts at 0), which is what a "what if we had started here" backfill wants and nothing else.
 A partition whose beginning is past offset 0 lost records to retention: the summary warns about it.
 
-Acceptance. Records go through `processors.fold.vendor_of`, `read_event` and `metrics.apply`, the
+Acceptance. Records go through `processors.intake.vendor_of`, `read_event` and `processors.core.apply`, the
 worker's own checks in the worker's order; what the worker dead-letters is counted here by the same
 code (`refused`), with the first few located in `samples`. Records of vendors outside `vendors` are
 skipped before decoding (vendors never affect each other's state). No consumer group is used: the
@@ -39,7 +39,6 @@ import os
 import sys
 import time
 from bisect import bisect_left
-from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -70,7 +69,8 @@ from processors.core.apply import Status, apply, observe, stock_level
 from processors.core.snapshot import snapshot
 from processors.core.state import DEFAULT_LATENESS_DAYS, NO_FLOOR, State, new_state
 from processors.exceptions import ReplayError
-from processors.fold import BAD_KEY, PRODUCT_EVENTS, Refusal, read_event, rejection, stock_alert, vendor_of
+from processors.intake import BAD_KEY, PRODUCT_EVENTS, InputCounts, Refusal, read_event, rejection, vendor_of
+from processors.outputs import stock_alert
 from processors.schema_ids import with_schemas
 from schemas.codec import Codec, FastavroCodec
 from schemas.events import Event
@@ -124,19 +124,7 @@ class Refused:
     message: str
 
 
-@dataclass
-class FoldCounts:
-    records: int = 0
-    """input read: Kafka records (of every vendor) or archived events"""
-    applied: int = 0
-    duplicates: int = 0
-    filtered: int = 0
-    """records of vendors outside the filter, skipped undecoded"""
-    refused: Counter[str] = field(default_factory=Counter)
-    """by the worker's DLQ code (bad_key, bad_marker, invalid_event, wrong_topic, ...)"""
-
-
-class ReplayFold:
+class ReplayStates:
     """Per-vendor states folded from input records with the live worker's acceptance rules; no I/O.
 
     `lateness_days` is the worker's L (contract §4.1), so the same records with the same timestamps
@@ -154,10 +142,10 @@ class ReplayFold:
         """Set to a list to collect the `stock_alert`s the worker writes for these records, in order."""
         self.vendors = frozenset(vendors) if vendors is not None else None
         self.states: dict[str, State] = {}
-        self.counts = FoldCounts()
+        self.counts = InputCounts()
         self.samples: list[Refused] = []
 
-    def feed(self, on_orders_topic: bool, records: Sequence[InputRecord]) -> None:
+    def take(self, on_orders_topic: bool, records: Sequence[InputRecord]) -> None:
         """Fold a partition's records (in offset order) from the `orders` topic or the `inventory` one."""
         codec, vendors, states, counts = self.codec, self.vendors, self.states, self.counts
         applied = duplicates = filtered = 0
@@ -204,7 +192,7 @@ class ReplayFold:
         state.floor = self.floor
         return state
 
-    def feed_events(self, events: Iterable[tuple[Event, int]]) -> None:
+    def take_events(self, events: Iterable[tuple[Event, int]]) -> None:
         """Fold archived events with their record timestamps (exported with their key checked, so each
         is its vendor's own)."""
         vendors, states, counts = self.vendors, self.states, self.counts
@@ -245,7 +233,7 @@ class ReplaySummary:
     source: str
     as_of_ms: int
     period_days: int
-    counts: FoldCounts
+    counts: InputCounts
     samples: list[Refused]
     snapshots: list[dict[str, Any]] = field(repr=False)
     fold_seconds: float
@@ -538,7 +526,7 @@ def run_replay(
     began = time.monotonic()
     with meter("replay", sum(s.size for s in spans), progress) as m, quiet_gc():
         if jobs <= 1:
-            fold = ReplayFold(FastavroCodec(), wanted, settings.lateness_days, as_of_ms)
+            fold = ReplayStates(FastavroCodec(), wanted, settings.lateness_days, as_of_ms)
             asyncio.run(
                 fold_spans(settings.bootstrap, spans, topics.orders, fold, m, settings.schema_registry_url)
             )
@@ -597,14 +585,14 @@ async def _plan(bootstrap: str, topics: Sequence[str], from_ms: int | None, to_m
 
 
 async def fold_spans(
-    bootstrap: str, spans: Sequence[Span], orders_topic: str, fold: ReplayFold, m: Meter,
+    bootstrap: str, spans: Sequence[Span], orders_topic: str, fold: ReplayStates, m: Meter,
     registry_url: str | None = None,
 ) -> None:  # fmt: skip
     consumer = consumer_for(bootstrap)
     await consumer.start()
     try:
         async for topic, records in with_schemas(read(consumer, spans, m), fold.codec, registry_url):
-            fold.feed(topic == orders_topic, records)
+            fold.take(topic == orders_topic, records)
     finally:
         await consumer.stop()
 
@@ -618,11 +606,11 @@ class Part:
 
     snapshots: list[dict[str, Any]]
     met: set[str]
-    counts: FoldCounts
+    counts: InputCounts
     samples: list[Refused]
 
 
-def merge(parts: Sequence[Part]) -> tuple[list[dict[str, Any]], FoldCounts, list[Refused]]:
+def merge(parts: Sequence[Part]) -> tuple[list[dict[str, Any]], InputCounts, list[Refused]]:
     """One snapshot per vendor across parts; a vendor met by two parts is not co-partitioned: refused."""
     owner: dict[str, int] = {}
     for i, part in enumerate(parts):
@@ -633,15 +621,13 @@ def merge(parts: Sequence[Part]) -> tuple[list[dict[str, Any]], FoldCounts, list
                     "inventory are not partitioned alike by vendor here; replay with one job"
                 )
     snapshots: dict[str, dict[str, Any]] = {}
-    counts = FoldCounts()
+    counts = InputCounts()
     samples: list[Refused] = []
     for part in parts:
         for snap in part.snapshots:
             if snap["version"] or snap["vendorId"] not in snapshots:  # zero-filled in the other parts
                 snapshots[snap["vendorId"]] = snap
-        for name in ("records", "applied", "duplicates", "filtered"):
-            setattr(counts, name, getattr(counts, name) + getattr(part.counts, name))
-        counts.refused += part.counts.refused
+        counts.add(part.counts)
         samples += part.samples[: MAX_SAMPLES - len(samples)]
     return [snapshots[v] for v in sorted(snapshots)], counts, samples
 
@@ -676,7 +662,7 @@ def _job(
 ) -> None:  # fmt: skip
     """A job process: fold its spans, send back its part (or why it failed)."""
     try:
-        fold = ReplayFold(FastavroCodec(), vendors, lateness_days, as_of_ms)
+        fold = ReplayStates(FastavroCodec(), vendors, lateness_days, as_of_ms)
         with quiet_gc():
             meter = _QueueMeter(queue, index)
             asyncio.run(fold_spans(bootstrap, spans, orders_topic, fold, meter, registry_url))

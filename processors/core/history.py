@@ -14,7 +14,7 @@ it only through `History`:
 `MemoryHistory` keeps all of it in dicts, forgetting nothing: replay and the tests use it (whether an
 entry is visible is decided by comparing its time with the horizon, never by whether it was deleted, so
 keeping more changes no result). The worker keeps it in its changelog-backed RocksDB table
-(`processors.changelog.StoredHistory`), where what falls behind the horizon is deleted.
+(`processors.worker.stored_history.StoredHistory`), where what falls behind the horizon is deleted.
 
 An entry obtained from `order()` is the caller's to change, and is handed back with `put_order`; a store
 may return a fresh copy each time, so a change without `put_order` is lost.

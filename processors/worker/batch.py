@@ -40,16 +40,7 @@ from typing import Any
 
 from faust.types import TP, AppT
 
-from processors.changelog import (
-    decode_directory,
-    decode_watermark,
-    directory_key,
-    encode_directory,
-    encode_watermark,
-    watermark_key,
-)
-from processors.fold import Folder, Record
-from processors.positions import InputPositions, Verdict
+from processors.outputs import Record
 from processors.worker.counters import Counters
 from processors.worker.faust_patches import (
     InputConsumer,
@@ -58,6 +49,16 @@ from processors.worker.faust_patches import (
     commit,
     earliest_offsets,
 )
+from processors.worker.positions import InputPositions, Verdict
+from processors.worker.table_layout import (
+    decode_directory,
+    decode_watermark,
+    directory_key,
+    encode_directory,
+    encode_watermark,
+    watermark_key,
+)
+from processors.worker.vendors import VendorStates
 from schemas.confluent import SchemaResolver
 
 log = logging.getLogger("vendorpulse.worker")
@@ -118,11 +119,11 @@ class InputBuffer:
 
 class BatchLoop:
     def __init__(
-        self, app: AppT, folder: Folder, table: TableStore, batches: ProducerBatches, changelog_topic: str,
+        self, app: AppT, states: VendorStates, table: TableStore, batches: ProducerBatches, changelog_topic: str,
         input_topics: tuple[str, str], flush_max_events: int, flush_interval_ms: int, counters: Counters,
     ) -> None:  # fmt: skip
         self.app = app
-        self.folder = folder
+        self.states = states
         self.table = table
         self.batches = batches
         self.changelog_topic = changelog_topic
@@ -167,15 +168,15 @@ class BatchLoop:
             await self.process(chunks)
 
     async def process(self, chunks: list[Chunk]) -> None:
-        app, folder, positions = self.app, self.folder, self.positions
+        app, states, positions = self.app, self.states, self.positions
         generation, epoch = app.consumer_generation_id, self.revocations
         now = time.monotonic()
-        folder.floor = int(time.time() * 1000)  # every snapshot from now on is as of a later instant
+        states.floor = int(time.time() * 1000)  # every snapshot from now on is as of a later instant
         outputs: list[Record] = []
         partitions: set[int] = set()
         seen: set[TP] = set()
         seeks: dict[TP, int] = {}
-        handle = folder.handle
+        handle = states.handle
         for chunk in chunks:
             if chunk.generation != generation:
                 continue  # stale: read again after the rebalance's seek
@@ -264,14 +265,14 @@ class BatchLoop:
         so neither a commit nor a rebalance could rely on it; the producer's accumulator has them at
         once, so a rebalance's flush delivers them before the next owner restores.
         """
-        folder = self.folder
+        states = self.states
         records: list[tuple[str, int | None, bytes | None, bytes | None, tuple[()]]] = []
         for partition in partitions:
-            writes = folder.flush(partition)
-            vendors = self.directory(partition)
-            if not vendors.issuperset(folder.flushed):
-                vendors.update(folder.flushed)
-                writes.append((directory_key(partition), encode_directory(vendors)))
+            writes = states.flush(partition)
+            stored = self.directory(partition)
+            if not stored.issuperset(states.flushed):
+                stored.update(states.flushed)
+                writes.append((directory_key(partition), encode_directory(stored)))
             writes.append((watermark_key(partition), encode_watermark(self.mark_of(partition))))
             self.table.write(partition, writes)
             records += [(self.changelog_topic, partition, key, value, ()) for key, value in writes]
@@ -309,13 +310,13 @@ class BatchLoop:
         """(vendor, partition) of every vendor stored in or folded into the assigned partitions."""
         assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.input_topics[0]}
         found = {v: p for p in assigned for v in self.directory(p)}
-        found.update({v: log.partition for v, log in self.folder.vendors.items()})
+        found.update({v: log.partition for v, log in self.states.vendors.items()})
         return [(v, p) for v, p in found.items() if p in assigned]
 
     def drop_memory(self, partitions: set[int] | None = None) -> None:
         """Forget in-memory vendor states (of `partitions`, or all) and the vendor directories: the next
         event of a forgotten vendor loads it from the table, which after a rebalance is the truth."""
-        self.folder.forget(partitions)
+        self.states.forget(partitions)
         for partition in list(self.directories):
             if partitions is None or partition in partitions:
                 del self.directories[partition]
@@ -368,14 +369,14 @@ class BatchLoop:
         """The coalesced `vendor-metrics` records due now; after a rebalance, every vendor once."""
         if self.app.should_stop:
             return  # the table may be closed already
-        folder = self.folder
+        states = self.states
         if self.reemit and not self.paused:
             # The previous owner (or this worker, before the revocation dropped it) may have stored a
             # state it never emitted, and no input of that vendor may come again to load it.
             self.reemit = False
             for vendor_id, partition in self.every_vendor():
-                folder.vendor(vendor_id, partition)
+                states.vendor(vendor_id, partition)
         now_ms = int(time.time() * 1000)
-        records = folder.roll(now_ms, self.every_vendor) + folder.due_snapshots(now_ms)
+        records = states.roll(now_ms, self.every_vendor) + states.due_snapshots(now_ms)
         if records:
             await send(records)

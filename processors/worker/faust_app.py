@@ -21,13 +21,15 @@ import faust
 
 from infra.logs import limit_repeated_logs
 from infra.topics import Topics, broker_count, ensure_topics
-from processors.changelog import HistoryMemory, VendorLog, restore
-from processors.fold import Folder, Record
-from processors.settings import WorkerSettings
+from processors.outputs import Record
 from processors.worker.batch import BatchLoop
 from processors.worker.counters import Counters
 from processors.worker.diagnostics import dump_tasks, dump_tasks_on_sigusr1, trace_batches, tracing
 from processors.worker.faust_patches import ProducerBatches, TableStore, use_input_consumer
+from processors.worker.settings import WorkerSettings
+from processors.worker.stored_history import HistoryMemory
+from processors.worker.vendor_log import VendorLog, restore
+from processors.worker.vendors import VendorStates
 from processors.worker.watchdogs import RECOVERY_CHECK_S, STALL_CHECK_S, Watchdogs
 from schemas.codec import FastavroCodec
 from schemas.confluent import SchemaResolver
@@ -35,12 +37,12 @@ from schemas.confluent import SchemaResolver
 log = logging.getLogger("vendorpulse.worker")
 TABLE = "vendor-state-v2"
 """The table (and its changelog topic's) name; the version is that of the table layout
-(processors/changelog.py): a worker of a new layout starts a new table and folds the input again."""
+(processors/worker/table_layout.py): a worker of a new layout starts a new table and folds the input again."""
 MIB = 1024 * 1024
 CHANGELOG_CONFIG = {"segment.bytes": 64 * MIB, "min.cleanable.dirty.ratio": 0.25}
 """The changelog topic's compaction (it is created with these; an existing topic keeps its own). Kafka
 compacts only closed segments, and rolls one at 1 GiB or after 7 days by default: the history's deletes
-(tombstones, processors/changelog.py) would free nothing for days at a modest rate. 64 MiB segments and a
+(tombstones, processors/worker/table_layout.py) would free nothing for days at a modest rate. 64 MiB segments and a
 lower dirty ratio let the cleaner keep the topic near its live bytes (L days of history, the live parts,
 the tails). Tombstones themselves stay `delete.retention.ms` (Kafka's default, 1 day) after a cleaning."""
 ROCKSDB_OPTIONS = {
@@ -94,7 +96,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
     def load(vendor_id: str, partition: int) -> VendorLog:
         return restore(vendor_id, partition, store.getter(partition), codec, settings.lateness_days, memory)
 
-    folder = Folder(
+    vendors = VendorStates(
         codec,
         orders_topic=topics.orders,
         inventory_topic=topics.inventory,
@@ -108,12 +110,11 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
     )
     counters = Counters.load(data_dir(settings) / "counters.json")
     loop = BatchLoop(
-        app, folder, store, ProducerBatches(app), table.changelog_topic.get_topic_name(),
+        app, vendors, store, ProducerBatches(app), table.changelog_topic.get_topic_name(),
         (topics.orders, topics.inventory), settings.flush_max_events, settings.flush_interval_ms, counters,
     )  # fmt: skip
     loop.resolver = resolver
     app.batch_loop = loop  # type: ignore[attr-defined]  # for tests and the benchmark's profile
-    app.folder = folder  # type: ignore[attr-defined]
     use_input_consumer(app, (topics.orders, topics.inventory), loop.input.offer)
     watchdogs = Watchdogs(app, loop, counters, command_line())
     watchdogs.dump_tasks = dump_tasks

@@ -30,8 +30,8 @@ from processors.archive import (
     run_replay_files,
 )
 from processors.exceptions import ArchiveError
-from processors.fold import vendor_of
-from processors.replay import ReplayFold
+from processors.intake import vendor_of
+from processors.replay import ReplayStates
 from schemas.codec import FastavroCodec
 from schemas.events import (
     ORDER_EVENTS,
@@ -148,8 +148,8 @@ def test_refused_records_are_skipped_counted_and_kept_with_their_bytes(tmp_path:
 def test_the_archive_folds_to_the_snapshots_of_its_records(tmp_path: Path) -> None:
     records = as_records(simulated(1200))
     export(records, tmp_path)
-    from_files = ReplayFold(codec)
-    from_files.feed_events((a.event, a.ts) for a in in_log_order(read_archive([tmp_path], ArchiveProblems())))
+    from_files = ReplayStates(codec)
+    from_files.take_events((a.event, a.ts) for a in in_log_order(read_archive([tmp_path], ArchiveProblems())))
     from_records = replayed(records)
     for t in (NOW, NOW - 20 * 86_400_000):
         assert from_files.snapshots(t, 30) == from_records.snapshots(t, 30)
@@ -162,8 +162,8 @@ def test_with_a_short_horizon_the_archive_folds_as_its_records_do(tmp_path: Path
     sent += [s for s in sent[:300:7] if s[2] is not None]  # re-sent long after
     records = as_records(sent, aging_stamps(sent))
     export(records, tmp_path)
-    from_files = ReplayFold(codec, lateness_days=2)
-    from_files.feed_events((a.event, a.ts) for a in in_log_order(read_archive([tmp_path], ArchiveProblems())))
+    from_files = ReplayStates(codec, lateness_days=2)
+    from_files.take_events((a.event, a.ts) for a in in_log_order(read_archive([tmp_path], ArchiveProblems())))
     from_records = replayed(records, lateness_days=2)
     assert from_records.counts.refused["too_late"] > 0
     assert from_files.counts.refused["too_late"] == from_records.counts.refused["too_late"]

@@ -15,7 +15,7 @@ import pytest
 from fastavro import parse_schema, schemaless_writer
 
 from infra.simulate import EventGenerator, SimConfig
-from processors.fold import Refusal, read_event
+from processors.intake import Refusal, read_event
 from schemas.codec import HEADER_SIZE, FastavroCodec, SchemaVersion, strip_logical_types
 from schemas.confluent import readable_writer, subject_for
 from schemas.events import OrderPlaced

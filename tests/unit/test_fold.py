@@ -6,8 +6,8 @@ import time
 
 import orjson
 
-from processors.changelog import restore
-from processors.fold import Folder
+from processors.worker.vendor_log import restore
+from processors.worker.vendors import VendorStates
 from schemas.codec import FastavroCodec
 from schemas.events import InventoryAdjusted, OrderItem, OrderPlaced, ProductUpserted
 
@@ -16,10 +16,10 @@ NOW = int(time.time() * 1000)
 DLQ = {"orders": "orders.dlq", "inventory": "inventory.dlq"}
 
 
-def make_folder(interval_ms: int = 50, table: dict[bytes, bytes] | None = None) -> Folder:
+def make_folder(interval_ms: int = 50, table: dict[bytes, bytes] | None = None) -> VendorStates:
     """A folder over an empty table (a dict)."""
     table = table if table is not None else {}
-    return Folder(
+    return VendorStates(
         codec, orders_topic="orders", inventory_topic="inventory", metrics_topic="vendor-metrics",
         activity_topic="vendor-activity", dlq_topics=DLQ, load=lambda v, p: restore(v, p, table.get, codec),
         snapshot_interval_ms=interval_ms,
@@ -57,7 +57,7 @@ def test_redelivered_offsets_are_skipped() -> None:
     folder.handle("orders", 0, 5, b"v1", codec.encode(order()))
     assert folder.handle("orders", 0, 5, b"v1", codec.encode(order("e2", "o2"))) == []
     assert folder.vendors["v1"].state.version == 1
-    assert folder.stats.redelivered == 1
+    assert folder.counts.redelivered == 1
     folder.handle("orders", 0, 6, b"v1", codec.encode(order("e2", "o2")))
     assert folder.vendors["v1"].state.version == 2
 
@@ -80,7 +80,7 @@ def test_bad_input_becomes_dlq_records_with_reasons() -> None:
         assert headers["vp.error.code"] == code.encode()
         assert headers["vp.source.offset"] == str(offset).encode()
         assert headers["vp.source.topic"] == topic.encode()
-    assert folder.stats.dead_lettered == len(cases)
+    assert folder.counts.dead_lettered == len(cases)
 
 
 def test_snapshots_coalesce_per_vendor_interval() -> None:
@@ -191,4 +191,4 @@ def test_a_stock_alert_for_each_change_of_a_products_stock_state_in_log_order() 
     assert {a["type"] for a in alerts} == {"stock_alert"}
     assert alerts[0]["name"] == "Lamp"
     assert alerts[0]["occurredAt"].endswith("Z")
-    assert folder.stats.stock_alerts == 6
+    assert folder.stock_alerts == 6

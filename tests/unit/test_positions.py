@@ -3,7 +3,7 @@ consumer delivers (processors/positions.py)."""
 
 from __future__ import annotations
 
-from processors.positions import InputPositions, Verdict
+from processors.worker.positions import InputPositions, Verdict
 
 TP = ("orders", 0)
 

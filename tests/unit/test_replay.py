@@ -18,15 +18,13 @@ from hypothesis import strategies as st
 from infra.settings import KafkaSettings
 from infra.simulate import EventGenerator, SimConfig
 from infra.topics import Topics
-from processors.changelog import restore
 from processors.core.calendar import DAY_MS
 from processors.core.snapshot import snapshot
 from processors.exceptions import ReplayError
-from processors.fold import Folder
 from processors.replay import (
-    FoldCounts,
+    InputCounts,
     Part,
-    ReplayFold,
+    ReplayStates,
     ReplaySummary,
     Span,
     check_publish_topic,
@@ -35,6 +33,8 @@ from processors.replay import (
     split,
     write_jsonl,
 )
+from processors.worker.vendor_log import restore
+from processors.worker.vendors import VendorStates
 from schemas.codec import FastavroCodec
 from schemas.events import ORDER_EVENTS, Event, OrderItem, OrderPlaced
 from tests.unit.test_core_imports import modules_after
@@ -118,10 +118,10 @@ def simulated(n: int, seed: int = 3, vendors: int = 4) -> list[Raw]:
     return sent[: n // 2] + poison + sent[n // 2 :]
 
 
-def live_worker(records: list[Rec], lateness_days: int = 400) -> Folder:
+def live_worker(records: list[Rec], lateness_days: int = 400) -> VendorStates:
     """The worker's per-record logic over an empty table, fed in the order given."""
     table: dict[bytes, bytes] = {}
-    folder = Folder(
+    folder = VendorStates(
         codec, orders_topic=ORDERS, inventory_topic=INVENTORY, metrics_topic="vendor-metrics",
         activity_topic="vendor-activity", dlq_topics={ORDERS: "orders.dlq", INVENTORY: "inventory.dlq"},
         load=lambda v, p: restore(v, p, table.get, codec, lateness_days),
@@ -131,22 +131,22 @@ def live_worker(records: list[Rec], lateness_days: int = 400) -> Folder:
     return folder
 
 
-def replayed(records: list[Rec], vendors: set[str] | None = None, lateness_days: int = 400) -> ReplayFold:
+def replayed(records: list[Rec], vendors: set[str] | None = None, lateness_days: int = 400) -> ReplayStates:
     """Replay's fold, fed partition by partition (orders first): another interleaving than the worker's."""
-    fold = ReplayFold(codec, vendors, lateness_days)
+    fold = ReplayStates(codec, vendors, lateness_days)
     for topic in (ORDERS, INVENTORY):
         for p in range(PARTITIONS):
-            fold.feed(topic == ORDERS, [r for r in records if (r.topic, r.partition) == (topic, p)])
+            fold.take(topic == ORDERS, [r for r in records if (r.topic, r.partition) == (topic, p)])
     return fold
 
 
-def assert_same(folder: Folder, fold: ReplayFold, instants: list[int]) -> None:
+def assert_same(folder: VendorStates, fold: ReplayStates, instants: list[int]) -> None:
     assert set(fold.states) == set(folder.vendors)
     for vendor, log in folder.vendors.items():
         for t in instants:
             assert snapshot(fold.states[vendor], t, 30) == snapshot(log.state, t, 30), (vendor, t)
-    assert dict(fold.counts.refused) == folder.stats.by_reason
-    assert (fold.counts.applied, fold.counts.duplicates) == (folder.stats.applied, folder.stats.duplicates)
+    assert dict(fold.counts.refused) == folder.counts.refused
+    assert (fold.counts.applied, fold.counts.duplicates) == (folder.counts.applied, folder.counts.duplicates)
 
 
 def test_replay_folds_simulated_traffic_as_the_worker_does() -> None:
@@ -171,7 +171,7 @@ def test_with_timestamps_and_a_short_horizon_replay_folds_as_the_worker_does() -
     folder, fold = live_worker(records, lateness_days=3), replayed(records, lateness_days=3)
     assert_same(folder, fold, [NOW, NOW - 2 * DAY_MS, NOW + 40 * DAY_MS])
     assert fold.counts.refused["too_late"] >= 10
-    assert folder.stats.by_reason["too_late"] == fold.counts.refused["too_late"]
+    assert folder.counts.refused["too_late"] == fold.counts.refused["too_late"]
 
 
 @dataclass(frozen=True)
@@ -298,7 +298,7 @@ def test_parts_merge_into_one_snapshot_per_vendor_unless_a_vendor_is_split() -> 
     snapshots, counts, _ = merge(parts)
     assert snapshots == whole.snapshots(NOW, 30)
     assert counts == whole.counts
-    split_vendor = Part([], {"vendor-001"}, FoldCounts(), [])
+    split_vendor = Part([], {"vendor-001"}, InputCounts(), [])
     with pytest.raises(ReplayError, match="vendor-001"):
         merge([*parts, split_vendor])
 
@@ -321,7 +321,7 @@ def test_a_range_that_ends_before_it_starts_is_refused_before_connecting() -> No
 def test_replay_gives_the_stock_alerts_the_worker_writes() -> None:
     records = as_records(simulated(3000, vendors=3))
     table: dict[bytes, bytes] = {}
-    folder = Folder(
+    folder = VendorStates(
         codec, orders_topic=ORDERS, inventory_topic=INVENTORY, metrics_topic="vendor-metrics",
         activity_topic="vendor-activity", dlq_topics={ORDERS: "orders.dlq", INVENTORY: "inventory.dlq"},
         load=lambda v, p: restore(v, p, table.get, codec),
@@ -331,11 +331,11 @@ def test_replay_gives_the_stock_alerts_the_worker_writes() -> None:
         for out in folder.handle(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp):
             if out.topic == "vendor-activity" and b'"stock_alert"' in (out.value or b""):
                 written.append(orjson.loads(out.value or b""))
-    fold = ReplayFold(codec)
+    fold = ReplayStates(codec)
     fold.alerts = []
     for topic in (INVENTORY, ORDERS):  # another interleaving of the two topics than the worker's
         for p in range(PARTITIONS):
-            fold.feed(topic == ORDERS, [r for r in records if (r.topic, r.partition) == (topic, p)])
+            fold.take(topic == ORDERS, [r for r in records if (r.topic, r.partition) == (topic, p)])
     assert len(written) > 20
     by_vendor = sorted(written, key=lambda a: a["vendorId"])  # stable: each vendor's in log order
     assert sorted(fold.alerts, key=lambda a: a["vendorId"]) == by_vendor

@@ -1,158 +1,33 @@
-"""The worker's per-message logic, free of Faust so it can be tested and reused (replay, benchmarks).
+"""The worker's vendors in memory and its per-record logic, free of Faust so it can be tested and reused.
 
-`Folder.handle` takes one consumed record (topic, partition, offset, key, value) and returns the records
-to produce: DLQ copies of bad input, `new_order` notifications. It keeps each vendor's state in memory
-(`VendorLog`), skips input at or below the vendor's applied offset for that source partition (Kafka
-delivers it again after a crash; the state already has it), and tracks what is unflushed.
-`Folder.flush(partition)` gives the table writes that persist a partition's changed vendors, and
-`Folder.due_snapshots(now)` the coalesced `vendor-metrics` records.
-
-Which input counts is decided by `vendor_of`, `read_event` and `apply` (a `rejection` when it refuses),
-in that order; replay (`processors.replay`) and export (`processors.archive`) take their input through
-the same three, so they cannot disagree with the worker on what counts.
+`VendorStates.handle` takes one consumed record (topic, partition, offset, key, value, timestamp) and
+returns the records to produce: DLQ copies of bad input, `new_order` notifications, stock alerts. It keeps
+each vendor's state in memory (`VendorLog`), skips input at or below the vendor's applied offset for that
+source partition (Kafka delivers it again after a crash; the state already has it), and tracks what is
+unflushed. `flush(partition)` gives the table writes that persist a partition's changed vendors, and
+`due_snapshots(now)` the coalesced `vendor-metrics` records. What counts is `processors.intake`'s.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
-from processors.changelog import HistoryMemory, VendorLog
-from processors.core.apply import Outcome, Status, StockLevel, apply, observe, stock_level
-from processors.core.calendar import DAY_MS, iso_millis
+from processors.core.apply import Status, apply, observe, stock_level
+from processors.core.calendar import DAY_MS
 from processors.core.prune import prune
 from processors.core.snapshot import snapshot
-from processors.core.state import NO_FLOOR, State
+from processors.core.state import NO_FLOOR
+from processors.intake import BAD_KEY, PRODUCT_EVENTS, InputCounts, Refusal, read_event, rejection, vendor_of
+from processors.outputs import Record, dlq_record, order_notice, stock_alert
+from processors.worker.stored_history import HistoryMemory
+from processors.worker.vendor_log import VendorLog
 from schemas.codec import Codec
-from schemas.events import ORDER_EVENTS, Event, InventoryAdjusted, OrderPlaced, ProductUpserted
-from schemas.exceptions import CodecError
-
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+from schemas.events import OrderPlaced
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A record to produce. `partition` None means: by key."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-    partition: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why an input record is not folded: the DLQ headers' code, error class and message."""
-
-    code: str
-    error: str
-    message: str
-
-
-BAD_KEY = Refusal(
-    "bad_key", "KeyError", "the message key must be the vendor_id in UTF-8, without control characters"
-)
-NO_VALUE = Refusal("no_value", "ValueError", "the message has no value")
-
-
-def vendor_of(key: bytes | None) -> str | None:
-    """The vendor a record is keyed by; None when the key cannot be a vendor_id (`BAD_KEY`)."""
-    if not key:
-        return None
-    try:
-        vendor_id = key.decode()
-    except UnicodeDecodeError:
-        return None
-    # The table's keys put control characters after the vendor id (processors.changelog).
-    if vendor_id.isprintable() or not _CONTROL.search(vendor_id):  # isprintable: the fast common case
-        return vendor_id
-    return None
-
-
-def read_event(codec: Codec, value: bytes | None, on_orders_topic: bool) -> Event | Refusal:
-    """The record's event (not validated: `apply` rejects invalid ones), or why it is refused."""
-    if value is None:
-        return NO_VALUE
-    try:
-        event = codec.decode(value, validate=False)
-    except CodecError as exc:
-        return Refusal(exc.code, type(exc).__name__, str(exc))
-    if on_orders_topic != isinstance(event, ORDER_EVENTS):
-        expected = "orders" if isinstance(event, ORDER_EVENTS) else "inventory"
-        return Refusal("wrong_topic", "WrongTopic", f"{type(event).__name__} belongs on the {expected} topic")
-    return event
-
-
-PRODUCT_EVENTS = (ProductUpserted, InventoryAdjusted)
-
-
-def stock_alert(
-    state: State, event: ProductUpserted | InventoryAdjusted, before: StockLevel
-) -> dict[str, Any] | None:
-    """The `stock_alert` body (contract §6; the API adds its `cursor`) when an accepted catalog or stock
-    event changed its product's stock state from `before`; None when it did not. It depends on the
-    vendor's inventory events alone, so a replay, which interleaves the two topics otherwise, gives the
-    same alerts."""
-    after = stock_level(state, event.product_id)
-    if after.state == before.state:
-        return None
-    return {
-        "type": "stock_alert",
-        "vendorId": event.vendor_id,
-        "productId": event.product_id,
-        "name": after.name,
-        "stock": after.stock,
-        "threshold": after.threshold,
-        "state": after.state,
-        "previous": before.state,
-        "eventId": event.event_id,
-        "occurredAt": iso_millis(event.occurred_at),
-    }
-
-
-def rejection(outcome: Outcome) -> Refusal:
-    """The refusal of an event `apply` refused: schema-valid, but breaking a rule of contract §4, or
-    dated before the lateness horizon (§4.1)."""
-    if outcome.status is Status.TOO_LATE:
-        return Refusal("too_late", "TooLate", outcome.reason or "")
-    return Refusal("invalid_event", "InvalidEvent", outcome.reason or "")
-
-
-@dataclass
-class FoldStats:
-    consumed: int = 0
-    applied: int = 0
-    duplicates: int = 0
-    redelivered: int = 0
-    dead_lettered: int = 0
-    by_reason: dict[str, int] = field(default_factory=dict)
-    stock_alerts: int = 0
-    budget_checkpoints: int = 0
-    """vendors checkpointed early because the history in the heap passed its limit"""
-
-
-def dlq_record(
-    dlq_topic: str, key: bytes | None, value: bytes | None, code: str, error: str, message: str,
-    topic: str, partition: int, offset: int,
-) -> Record:  # fmt: skip
-    """The original key and bytes, unchanged, with headers that say why and where from (contract §2)."""
-    headers = (
-        ("vp.error.code", code.encode()),
-        ("vp.error.class", error.encode()),
-        ("vp.error.message", message.encode()[:4096]),
-        ("vp.source.topic", topic.encode()),
-        ("vp.source.partition", str(partition).encode()),
-        ("vp.source.offset", str(offset).encode()),
-    )
-    return Record(dlq_topic, key, value, headers)
-
-
-class Folder:
+class VendorStates:
     def __init__(
         self,
         codec: Codec,
@@ -182,7 +57,11 @@ class Folder:
         self.dirty_by_partition: dict[int, set[str]] = {}
         self.snapshot_due: set[str] = set()
         self.last_emit: dict[str, int] = {}
-        self.stats = FoldStats()
+        self.counts = InputCounts()
+        self.stock_alerts = 0
+        """alerts written (processors.outputs.stock_alert)"""
+        self.early_checkpoints = 0
+        """vendors checkpointed early because the history in the heap passed its limit"""
         self.current_day: int | None = None
         self.flushed: set[str] = set()
         """The vendors the last `flush` wrote."""
@@ -216,7 +95,7 @@ class Folder:
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, ts: int = -1
     ) -> list[Record]:
         """Fold one input record (`ts` its Kafka timestamp in ms, < 0 for none); the records to produce."""
-        self.stats.consumed += 1
+        self.counts.records += 1
         vendor_id = vendor_of(key)
         if vendor_id is None:
             return [self._dead(topic, partition, offset, key, value, BAD_KEY)]
@@ -226,7 +105,7 @@ class Folder:
             state.floor = self.floor
         source = f"{topic}:{partition}"
         if offset <= state.offsets.get(source, -1):
-            self.stats.redelivered += 1
+            self.counts.redelivered += 1
             return []
         state.offsets[source] = offset
         log.offsets_dirty = True
@@ -241,21 +120,27 @@ class Folder:
         before = stock_level(state, event.product_id) if isinstance(event, PRODUCT_EVENTS) else None
         outcome = apply(state, event, ts)
         if outcome.status is Status.APPLIED:
-            self.stats.applied += 1
+            self.counts.applied += 1
             log.applied(self.codec.stored_form(value, event), event)  # restorable without a registry
             self.snapshot_due.add(vendor_id)
             if isinstance(event, OrderPlaced):
-                return [self._activity(event, state.version)]
+                return [
+                    Record(
+                        self.activity_topic,
+                        event.vendor_id.encode(),
+                        orjson.dumps(order_notice(event, state.version)),
+                    )
+                ]
             if (
                 isinstance(event, PRODUCT_EVENTS)
                 and before is not None
                 and (alert := stock_alert(state, event, before)) is not None
             ):
-                self.stats.stock_alerts += 1
+                self.stock_alerts += 1
                 return [Record(self.activity_topic, event.vendor_id.encode(), orjson.dumps(alert))]
             return []
         if outcome.status is Status.DUPLICATE:
-            self.stats.duplicates += 1
+            self.counts.duplicates += 1
             if outcome.changed:  # a second placement: its event_id is seen
                 log.applied(self.codec.stored_form(value, event), event)
             return []
@@ -265,26 +150,10 @@ class Folder:
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
         why: Refusal,
     ) -> Record:  # fmt: skip
-        self.stats.dead_lettered += 1
-        self.stats.by_reason[why.code] = self.stats.by_reason.get(why.code, 0) + 1
+        self.counts.refused[why.code] += 1
         return dlq_record(
             self.dlq_topics[topic], key, value, why.code, why.error, why.message, topic, partition, offset
         )
-
-    def _activity(self, event: Event, version: int) -> Record:
-        assert isinstance(event, OrderPlaced)
-        body = {
-            "vendorId": event.vendor_id,
-            "eventId": event.event_id,
-            "orderId": event.order_id,
-            "customerId": event.customer_id,
-            "currency": event.currency,
-            "total": event.total,
-            "items": sum(i.quantity for i in event.items),
-            "occurredAt": iso_millis(event.occurred_at),
-            "version": version,
-        }
-        return Record(self.activity_topic, event.vendor_id.encode(), orjson.dumps(body))
 
     # -- output ------------------------------------------------------------------------------------
     def flush(self, partition: int) -> list[tuple[bytes, bytes | None]]:
@@ -315,7 +184,7 @@ class Folder:
             excess -= len(log.history.pending)
             log.force_checkpoint = True
             chosen.add(log.state.vendor_id)
-        self.stats.budget_checkpoints += len(chosen)
+        self.early_checkpoints += len(chosen)
         return chosen
 
     def due_snapshots(self, now_ms: int) -> list[Record]:

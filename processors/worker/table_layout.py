@@ -4,7 +4,7 @@ Each vendor has a *live part* (`processors.core.state`: what a snapshot reads, b
 and catalog) and a *history* (`processors.core.history`: ids, orders, first orders, bounded by the lateness
 horizon, contract §4.1). Both live in the table, so the heap holds per vendor only the live part, the
 history changed since the last checkpoint, and a bounded read cache. Keys (vendor ids never contain a
-control character, `processors.fold.vendor_of`):
+control character, `processors.intake.vendor_of`):
 
     <vendor>                          checkpoint: the live part, the history writes made since the
                                       previous checkpoint, and where the tail starts (`Checkpoint`)
@@ -56,29 +56,15 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from processors.core.apply import apply, clock_of
-from processors.core.calendar import DAY_MS
 from processors.core.history import Line, Order, OrderEntry
-from processors.core.state import (
-    DEFAULT_LATENESS_DAYS,
-    INVENTORY,
-    NO_FLOOR,
-    ORDERS,
-    State,
-    horizon,
-    new_state,
-    repeated_categories,
-)
-from processors.core.state_codec import dumps, loads
+from processors.core.state import repeated_categories
 from processors.exceptions import StateFormatError
-from schemas.codec import Codec
 
 SEP = b"\x00"
 CHUNK = b"\x01"
@@ -311,33 +297,16 @@ class TailBatch:
             raise StateFormatError(f"unreadable tail batch: {exc}") from exc
 
 
-# --- the history in the table -----------------------------------------------------------------------------
-
-DELETED: Any = object()
+# --- history values ------------------------------------------------------------------------------------
 
 
-@dataclass
-class HistoryMemory:
-    """What the heap holds of the history, across the worker's vendors, and its bounds.
-
-    `cache`: values read from the table, kept decoded (first orders of returning customers, orders a
-    cancellation is about to meet), by table key, at most `cache_limit`, the oldest read first out.
-    `pending`: history keys changed since their vendor's last checkpoint; past `pending_limit` the
-    worker checkpoints the vendors that hold the most (`processors.fold.Folder.flush`)."""
-
-    cache_limit: int = 100_000
-    pending_limit: int = 400_000
-    cache: OrderedDict[bytes, Any] = field(default_factory=OrderedDict)
-    pending: int = 0
-
-
-def _encode_order(entry: OrderEntry) -> bytes:
+def encode_order(entry: OrderEntry) -> bytes:
     p = entry.placed
     placed = None if p is None else [p.occurred_at, p.customer_id, p.total, p.items, p.cancelled_at]
     return orjson.dumps([placed, entry.waiting])
 
 
-def _decode_order(data: bytes) -> OrderEntry:
+def decode_order(data: bytes) -> OrderEntry:
     placed, waiting = orjson.loads(data)
     if placed is None:
         return OrderEntry(None, tuple(waiting))
@@ -347,280 +316,15 @@ def _decode_order(data: bytes) -> OrderEntry:
     return OrderEntry(order, tuple(waiting))
 
 
-def _encode(key: bytes, value: Any) -> bytes | None:
-    if value is DELETED:
+def encode_value(key: bytes, value: Any) -> bytes | None:
+    if value is None:
         return None
     if key[:1] == ORDER_IDS:
-        return _encode_order(value)
+        return encode_order(value)
     return _I64.pack(value)
 
 
-def _decode(key: bytes, data: bytes) -> Any:
+def decode_value(key: bytes, data: bytes) -> Any:
     if key[:1] == ORDER_IDS:
-        return _decode_order(data)
+        return decode_order(data)
     return _I64.unpack(data)[0]
-
-
-@dataclass
-class StoredHistory:
-    """`processors.core.history.History` over the worker's table: changes since the last checkpoint in the heap
-    (`pending`, relative keys -> values), then a small cache of decoded table values, then the table."""
-
-    prefix: bytes
-    get: Get
-    memory: HistoryMemory = field(default_factory=HistoryMemory)
-    pending: dict[bytes, Any] = field(default_factory=dict)
-    unfiled: set[bytes] = field(default_factory=set)
-    """Keys of `pending` not yet in the expiry index (those a restore put back already are)."""
-    raw: dict[bytes, bytes | None] = field(default_factory=dict)
-    """Expiry index records a restore put back, to write again."""
-    expiry: dict[bytes, dict[int, int]] = field(default_factory=lambda: {IDS: {}, ORDER_IDS: {}})
-    reads: int = 0
-    """Table reads (cache misses), for the benchmarks."""
-
-    def _value(self, key: bytes) -> Any:
-        value = self.pending.get(key)
-        if value is not None:
-            return None if value is DELETED else value
-        full = self.prefix + key
-        cache = self.memory.cache
-        value = cache.get(full)
-        if value is not None:
-            return value
-        self.reads += 1
-        data = self.get(full)
-        if data is None:
-            return None
-        value = _decode(key, data)
-        if len(cache) >= self.memory.cache_limit:
-            cache.popitem(last=False)
-        cache[full] = value
-        return value
-
-    def _set_pending(self, key: bytes, value: Any) -> None:
-        if key not in self.pending:
-            self.memory.pending += 1
-        self.pending[key] = value
-
-    def _put(self, key: bytes, value: Any) -> None:
-        self._set_pending(key, value)
-        self.unfiled.add(key)
-        self.memory.cache.pop(self.prefix + key, None)
-
-    def seen(self, event_id: str) -> int | None:
-        value: int | None = self._value(IDS + event_id.encode())
-        return value
-
-    def mark_seen(self, event_id: str, occurred_at: int) -> None:
-        self._put(IDS + event_id.encode(), occurred_at)
-
-    def order(self, order_id: str) -> OrderEntry | None:
-        entry: OrderEntry | None = self._value(ORDER_IDS + order_id.encode())
-        if entry is None:
-            return None
-        # A copy: the caller changes it and hands it back, and the cache must not see the change first.
-        p = entry.placed
-        placed = (
-            None
-            if p is None
-            else Order(p.occurred_at, p.customer_id, p.total, p.items, p.cancelled_at, p.repeated)
-        )
-        return OrderEntry(placed, entry.waiting)
-
-    def put_order(self, order_id: str, entry: OrderEntry) -> None:
-        self._put(ORDER_IDS + order_id.encode(), entry)
-
-    def first_order(self, customer_id: str) -> int | None:
-        value: int | None = self._value(CUSTOMERS + customer_id.encode())
-        return value
-
-    def set_first_order(self, customer_id: str, occurred_at: int) -> None:
-        self._put(CUSTOMERS + customer_id.encode(), occurred_at)
-
-    # -- checkpoints ---------------------------------------------------------------------------------------
-
-    def restore_writes(self, writes: Iterable[Write]) -> None:
-        """Put back the history writes a checkpoint carries (they may not all have reached the table)."""
-        for key, value in writes:
-            if key[:1] == EXPIRY:
-                self.raw[key] = value
-            else:
-                self._set_pending(key, DELETED if value is None else _decode(key, value))
-
-    def forget(self, state: State) -> None:
-        """Delete the entries the horizon has passed, through the expiry index (see the module docstring)."""
-        h_orders = horizon(state, ORDERS)
-        h_ids = min(h_orders, horizon(state, INVENTORY))
-        for kind, h in ((IDS, h_ids), (ORDER_IDS, h_orders)):
-            if h == NO_FLOOR:
-                continue
-            days = self.expiry[kind]
-            for day in sorted(d for d in days if (d + 1) * DAY_MS <= h):
-                for n in range(days.pop(day)):
-                    index = self.prefix + EXPIRY + kind + b"%08x%08x" % (day, n)
-                    relative = index[len(self.prefix) :]
-                    data = self.raw.pop(relative) if relative in self.raw else self.get(index)
-                    self._set_pending(relative, DELETED)
-                    self.unfiled.discard(relative)
-                    for key in orjson.loads(data) if data else ():
-                        k = kind + key.encode()
-                        value = self._value(k)
-                        if value is not None and _time_of(kind, value) < h:
-                            self._set_pending(k, DELETED)
-                            self.unfiled.discard(k)
-                            self.memory.cache.pop(self.prefix + k, None)
-
-    def discard(self) -> None:
-        """Let go of what the heap holds for this vendor (it is dropped from memory)."""
-        self.memory.pending -= len(self.pending)
-        self.pending = {}
-
-    def checkpoint_writes(self) -> list[Write]:
-        """The history writes since the last checkpoint, with the expiry index records that file them; the
-        heap's pending changes are cleared (the caller writes them to the table at once)."""
-        filed: dict[tuple[bytes, int], list[str]] = {}
-        for key in self.unfiled:
-            kind = key[:1]
-            if kind == CUSTOMERS:
-                continue
-            value = self.pending[key]
-            if value is DELETED:
-                continue
-            filed.setdefault((kind, _time_of(kind, value) // DAY_MS), []).append(key[1:].decode())
-        writes: list[Write] = [(key, _encode(key, value)) for key, value in self.pending.items()]
-        writes += self.raw.items()
-        self.memory.pending -= len(self.pending)
-        for (kind, day), keys in sorted(filed.items()):
-            n = self.expiry[kind].get(day, 0)
-            self.expiry[kind][day] = n + 1
-            writes.append((EXPIRY + kind + b"%08x%08x" % (day, n), orjson.dumps(sorted(keys))))
-        self.pending, self.unfiled, self.raw = {}, set(), {}
-        return writes
-
-
-def _time_of(kind: bytes, value: Any) -> int:
-    if kind == ORDER_IDS:
-        expires: int = value.expires()
-        return expires
-    time: int = value
-    return time
-
-
-# --- a vendor in the worker -------------------------------------------------------------------------------
-
-
-def restore(
-    vendor_id: str, partition: int, get: Get, codec: Codec, lateness_days: int = DEFAULT_LATENESS_DAYS,
-    memory: HistoryMemory | None = None,
-) -> VendorLog:  # fmt: skip
-    """The vendor's state as last flushed (`get` reads its table partition): its checkpoint, then its tail
-    batches re-applied. A vendor never stored comes back empty."""
-    history = StoredHistory(history_prefix(vendor_id), get, memory if memory is not None else HistoryMemory())
-    stored = get(checkpoint_key(vendor_id))
-    log = VendorLog(new_state(vendor_id, history, lateness_days), partition)
-    if stored is not None:
-        data, pieces = assemble(vendor_id, stored, get)
-        checkpoint = Checkpoint.decode(data)
-        log.state = loads(checkpoint.live, history, lateness_days)
-        history.restore_writes(checkpoint.writes)
-        history.expiry = {IDS: {}, ORDER_IDS: {}, **checkpoint.expiry}
-        log.tail_seq = checkpoint.tail
-        log.checkpoint_bytes = len(data)
-        log.live_bytes = len(checkpoint.live)
-        log.chunk_keys = pieces
-    state = log.state
-    while (tail := get(tail_key(vendor_id, log.tail_seq))) is not None:
-        batch = TailBatch.decode(tail)
-        state.floor = batch.floor
-        for clock, message in batch.messages:
-            event = codec.decode(message, validate=False)
-            outcome = apply(state, event, clock)
-            if not outcome.changed:
-                raise StateFormatError(
-                    f"tail batch {batch.seq} of {vendor_id} did not re-apply: {outcome.reason}"
-                )
-        for source, offset in batch.offsets.items():  # offsets only grow: a stale batch cannot regress them
-            state.offsets[source] = max(offset, state.offsets.get(source, -1))
-        state.clocks = list(batch.clocks)
-        log.tail_keys.append(tail_key(vendor_id, log.tail_seq))
-        log.tail_bytes += len(tail)
-        log.tail_seq += 1
-    return log
-
-
-@dataclass
-class VendorLog:
-    """What the worker has in memory for one vendor besides its state: the unflushed tail."""
-
-    state: State
-    partition: int
-    checkpoint_bytes: int = 0
-    live_bytes: int = 0
-    tail_bytes: int = 0
-    tail_seq: int = 0
-    tail_keys: list[bytes] = field(default_factory=list)
-    chunk_keys: list[bytes] = field(default_factory=list)
-    """pieces stored for this vendor: deleted at the next checkpoint"""
-    pending: list[tuple[int, bytes]] = field(default_factory=list)
-    offsets_dirty: bool = False
-    force_checkpoint: bool = False
-
-    @property
-    def history(self) -> StoredHistory:
-        history = self.state.history
-        assert isinstance(history, StoredHistory)
-        return history
-
-    def accepted(self, message: bytes, event_clock: int) -> None:
-        """An input message changed the state; `event_clock` is its topic's clock after it."""
-        self.pending.append((event_clock, message))
-        self.offsets_dirty = True
-
-    def applied(self, message: bytes, event: Any) -> None:
-        """`accepted` with the clock of the event's topic as it stands now."""
-        clock = self.state.clocks[clock_of(event)]
-        self.accepted(message, -1 if clock is None else clock)
-
-    def flush(self, force_checkpoint: bool = False) -> list[Write]:
-        """The table writes that make the stored state equal the in-memory one; resets the tail."""
-        if not (self.offsets_dirty or force_checkpoint):
-            return []
-        vendor = self.state.vendor_id
-        pending_bytes = sum(len(m) for _, m in self.pending)
-        history = self.history
-        if (
-            force_checkpoint
-            or self.tail_bytes + pending_bytes > max(MIN_CHECKPOINT_BYTES, self.live_bytes)
-            or len(history.pending) > MAX_PENDING_HISTORY
-        ):
-            history.forget(self.state)
-            prefix = history.prefix
-            relative = history.checkpoint_writes()
-            live = dumps(self.state)
-            data = Checkpoint(live, self.tail_seq, history.expiry, tuple(relative)).encode()
-            writes = checkpoint_writes(vendor, data, self.state.version)
-            pieces = [key for key, _ in writes if is_chunk_key(key)]
-            writes += [(prefix + key, value) for key, value in relative]
-            writes += [(key, None) for key in self.tail_keys]
-            writes += [(key, None) for key in self.chunk_keys if key not in pieces]
-            self.checkpoint_bytes, self.live_bytes, self.tail_bytes, self.tail_keys = (
-                len(data),
-                len(live),
-                0,
-                [],
-            )
-            self.chunk_keys = pieces
-        else:
-            key = tail_key(vendor, self.tail_seq)
-            state = self.state
-            batch = TailBatch(
-                self.tail_seq, dict(state.offsets), list(state.clocks), state.floor, tuple(self.pending)
-            )
-            value = batch.encode()
-            writes = [(key, value)]
-            self.tail_keys.append(key)
-            self.tail_bytes += len(value)
-            self.tail_seq += 1
-        self.pending = []
-        self.offsets_dirty = False
-        return writes

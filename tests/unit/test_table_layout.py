@@ -10,25 +10,8 @@ from itertools import islice
 
 import pytest
 
-import processors.changelog as changelog
+import processors.worker.table_layout as changelog
 from infra.simulate import EventGenerator, SimConfig
-from processors.changelog import (
-    DELETED,
-    HISTORY,
-    MIN_CHECKPOINT_BYTES,
-    Checkpoint,
-    HistoryMemory,
-    StoredHistory,
-    TailBatch,
-    decode_directory,
-    decode_watermark,
-    encode_directory,
-    encode_watermark,
-    is_chunk_key,
-    restore,
-    tail_key,
-    watermark_key,
-)
 from processors.core.apply import apply
 from processors.core.calendar import DAY_MS
 from processors.core.history import MemoryHistory
@@ -36,7 +19,23 @@ from processors.core.snapshot import snapshot
 from processors.core.state import new_state
 from processors.core.state_codec import dumps
 from processors.exceptions import StateFormatError
-from processors.fold import Folder, Record
+from processors.outputs import Record
+from processors.worker.stored_history import DELETED, HistoryMemory, StoredHistory
+from processors.worker.table_layout import (
+    HISTORY,
+    MIN_CHECKPOINT_BYTES,
+    Checkpoint,
+    TailBatch,
+    decode_directory,
+    decode_watermark,
+    encode_directory,
+    encode_watermark,
+    is_chunk_key,
+    tail_key,
+    watermark_key,
+)
+from processors.worker.vendor_log import restore
+from processors.worker.vendors import VendorStates
 from schemas.codec import FastavroCodec
 from schemas.events import Event
 
@@ -57,9 +56,9 @@ def vendor_events(n: int, seed: int = 1, days: int = 10) -> list[tuple[Event, in
     return [(e, e.occurred_at + rng.randrange(0, 60_000)) for _, e in islice(EventGenerator(config), n)]
 
 
-def make_folder(table: Table, lateness_days: int = 400) -> Folder:
+def make_folder(table: Table, lateness_days: int = 400) -> VendorStates:
     """A worker's folder over a dict that plays the table, its floor at NOW (snapshots as of NOW on)."""
-    folder = Folder(
+    folder = VendorStates(
         codec, orders_topic="orders", inventory_topic="inventory", metrics_topic="vendor-metrics",
         activity_topic="vendor-activity", dlq_topics=DLQ,
         load=lambda v, p: restore(v, p, table.get, codec, lateness_days),
@@ -73,7 +72,7 @@ def topic_of(event: Event) -> str:
 
 
 def feed(
-    folder: Folder, table: Table, events: list[tuple[Event, int]], rng: random.Random, start: int = 0
+    folder: VendorStates, table: Table, events: list[tuple[Event, int]], rng: random.Random, start: int = 0
 ) -> list[Record]:
     """Fold events as offsets start.. of one partition, flushing into `table` at random points."""
     out: list[Record] = []
@@ -87,7 +86,7 @@ def feed(
     return out
 
 
-def checkpoint(folder: Folder, table: Table) -> None:
+def checkpoint(folder: VendorStates, table: Table) -> None:
     folder.vendors[VENDOR].force_checkpoint = True
     folder.dirty_by_partition.setdefault(0, set()).add(VENDOR)
     write(table, folder.flush(0))
@@ -175,8 +174,8 @@ def test_the_stored_history_forgets_what_the_horizon_passed_and_nothing_else() -
     table: Table = {}
     folder = make_folder(table, lateness_days=5)
     feed(folder, table, log, rng)
-    assert folder.stats.duplicates == sum(v.status.value == "duplicate" for v in verdicts)
-    assert folder.stats.dead_lettered == sum(v.status.value in ("too_late", "rejected") for v in verdicts)
+    assert folder.counts.duplicates == sum(v.status.value == "duplicate" for v in verdicts)
+    assert folder.counts.dead_lettered == sum(v.status.value in ("too_late", "rejected") for v in verdicts)
     checkpoint(folder, table)
     prefix = VENDOR.encode() + HISTORY
     ids = [k for k in table if k.startswith(prefix + b"i")]
@@ -305,7 +304,7 @@ def test_the_history_in_the_heap_stays_under_its_limit_across_vendors() -> None:
     holding the most history checkpoint early, and the state restores all the same."""
     table: Table = {}
     memory = HistoryMemory(cache_limit=500, pending_limit=3000)
-    folder = Folder(
+    folder = VendorStates(
         codec, orders_topic="orders", inventory_topic="inventory", metrics_topic="vendor-metrics",
         activity_topic="vendor-activity", dlq_topics=DLQ, memory=memory,
         load=lambda v, p: restore(v, p, table.get, codec, 400, memory),
@@ -322,7 +321,7 @@ def test_the_history_in_the_heap_stays_under_its_limit_across_vendors() -> None:
             write(table, folder.flush(0))
             peak = max(peak, memory.pending)
             assert memory.pending == sum(len(log.history.pending) for log in folder.vendors.values())
-    assert folder.stats.budget_checkpoints > 0
+    assert folder.early_checkpoints > 0
     assert peak < 3000 + 50 * 4  # the limit, plus what one batch adds
     assert len(memory.cache) <= 500
     write(table, folder.flush(0))
