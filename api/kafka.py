@@ -31,7 +31,7 @@ from api.protocol import Out
 from api.settings import ApiSettings
 from api.tasks import cancel_and_wait
 from api.telemetry import Telemetry
-from infra.topics import Topics, partition_for
+from schemas.topics import Topics, partition_for
 
 log = logging.getLogger("vendorpulse.api.kafka")
 MAX_BACKOFF = 5.0

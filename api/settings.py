@@ -19,7 +19,7 @@ from pydantic_settings import NoDecode
 
 from api.exceptions import ApiConfigError
 from api.shard import Shard
-from infra.settings import KafkaSettings
+from schemas.settings import KafkaSettings
 
 DEV_SECRET = "vendorpulse-dev-secret-do-not-use-in-production"
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash output

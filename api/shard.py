@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from api.exceptions import ApiConfigError
-from infra.topics import partition_for
+from schemas.topics import partition_for
 
 _SHARD = re.compile(r"^\s*(\d{1,4})\s*/\s*(\d{1,4})\s*$")
 

@@ -35,8 +35,9 @@ from bench import machine
 from bench.fanout import pct, proc_cpu_seconds, raise_fd_limit
 from infra.abuse import Feed, Good, Plan, Seen, good_client, produce, run_attack
 from infra.chaos import WS_PATH, Child, free_port, wait_ready
-from infra.settings import KafkaSettings
-from infra.topics import Topics, broker_count, ensure_topics
+from processors.topics_admin import broker_count, ensure_topics
+from schemas.settings import KafkaSettings
+from schemas.topics import Topics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "abuse.json"
 BUDGET_P99_MS = 5000.0  # the soak's new_order delivery budget (docs/GUARANTEES.md §4)

@@ -43,8 +43,9 @@ from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
 from bench import machine
-from infra.settings import KafkaSettings
-from infra.topics import Topics, broker_count, ensure_topics
+from processors.topics_admin import broker_count, ensure_topics
+from schemas.settings import KafkaSettings
+from schemas.topics import Topics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fanout.json"
 WARMUP_SECONDS = 2.0

@@ -34,12 +34,12 @@ from rich.table import Table
 from bench import machine
 from bench.codec import EVENT, REPEATS, measure
 from infra.simulate import EventGenerator, SimConfig
-from infra.topics import Topics
 from processors.archive import ArchiveWriter
 from processors.parquet import ParquetArchiveWriter
 from schemas.codec import HEADER_SIZE, FastavroCodec
 from schemas.confluent import SchemaResolver
 from schemas.events import EVENT_TYPES, ORDER_EVENTS, Event
+from schemas.topics import Topics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "framing.json"
 BATCH = 2000

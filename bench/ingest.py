@@ -44,8 +44,9 @@ from bench.fanout import (
     sample_snapshot,
     wait_ready,
 )
-from infra.settings import KafkaSettings
-from infra.topics import Topics, ensure_topics
+from processors.topics_admin import ensure_topics
+from schemas.settings import KafkaSettings
+from schemas.topics import Topics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
 

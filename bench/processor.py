@@ -34,11 +34,12 @@ from rich.table import Table
 
 from bench import machine
 from infra.simulate import EventGenerator, SimConfig
-from infra.topics import Topics, ensure_topics
 from processors.core.apply import Status, apply
 from processors.core.snapshot import snapshot
 from processors.core.state import State, new_state
+from processors.topics_admin import ensure_topics
 from schemas.codec import FastavroCodec
+from schemas.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -29,9 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from infra.settings import KafkaSettings
 from infra.simulate import SimConfig, produce
-from infra.topics import Topics, ensure_topics
 from processors.archive import ArchiveProblems, read_archive, run_export, run_import, run_replay_files
 from processors.core.apply import apply
 from processors.core.state import State, new_state
@@ -45,8 +43,11 @@ from processors.replay import (
     read,
     run_replay,
 )
+from processors.topics_admin import ensure_topics
 from schemas.codec import FastavroCodec
 from schemas.events import EVENT_TYPES, Event
+from schemas.settings import KafkaSettings
+from schemas.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

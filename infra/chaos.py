@@ -28,8 +28,9 @@ from aiokafka.errors import KafkaError
 
 from infra.kafka import PORT_STRIDE, LocalKafka
 from infra.simulate import SimConfig, produce
-from infra.topics import Topics, ensure_topics
+from processors.topics_admin import ensure_topics
 from schemas.events import Event
+from schemas.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 WS_PATH = "/api/v1/analytics/ws/vendor/analytics"

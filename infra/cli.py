@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from infra.exceptions import InfraError
+from processors.exceptions import ProcessorError
 
 app = typer.Typer(
     name="vendorpulse",
@@ -66,7 +67,7 @@ def _settings_error(exc: Exception) -> typer.Exit:
 def kafka_start(nodes: Nodes = 1, port: Port = 9092, state_dir: StateDir = None) -> None:
     """Start the local cluster (idempotent) and print its bootstrap address."""
     from infra.kafka import LocalKafka
-    from infra.settings import kafka_settings
+    from schemas.settings import kafka_settings
 
     settings = kafka_settings()
     if not settings.uses_local_broker:
@@ -173,10 +174,10 @@ def schemas_register(
     import tempfile
 
     from infra.registry import LocalRegistry, free_port
-    from infra.settings import kafka_settings
-    from infra.topics import Topics
     from schemas.exceptions import RegistryError
     from schemas.registration import register_published
+    from schemas.settings import kafka_settings
+    from schemas.topics import Topics
 
     settings = kafka_settings()
     names = Topics.for_prefix(settings.topic_prefix)
@@ -215,8 +216,9 @@ def topics(
     partitions: Annotated[int | None, typer.Option(help="partitions for new topics (default 6)")] = None,
 ) -> None:
     """Create the contract's topics that are missing (existing ones are left as they are)."""
-    from infra.settings import kafka_settings
-    from infra.topics import Topics, ensure_topics
+    from processors.topics_admin import ensure_topics
+    from schemas.settings import kafka_settings
+    from schemas.topics import Topics
 
     settings = kafka_settings()
     try:
@@ -227,7 +229,7 @@ def topics(
                 partitions or settings.partitions,
             )
         )
-    except InfraError as exc:
+    except (InfraError, ProcessorError) as exc:
         raise _fail(exc) from exc
     for name, count in sorted(counts.items()):
         typer.echo(f"{name}\t{count} partitions")
@@ -263,9 +265,10 @@ def simulate(
     from rich.live import Live
     from rich.table import Table
 
-    from infra.settings import kafka_settings
     from infra.simulate import SimConfig, SimSummary, produce
-    from infra.topics import Topics, ensure_topics
+    from processors.topics_admin import ensure_topics
+    from schemas.settings import kafka_settings
+    from schemas.topics import Topics
 
     if duration is None and count is None:
         duration = 60.0
@@ -291,7 +294,7 @@ def simulate(
 
     try:
         summary = asyncio.run(run())
-    except (InfraError, ValueError) as exc:
+    except (InfraError, ProcessorError, ValueError) as exc:
         raise _fail(exc) from exc
     except KeyboardInterrupt:
         raise typer.Exit(code=130) from None
@@ -321,7 +324,7 @@ def worker(
         raise _settings_error(exc) from exc
     try:
         run_worker(settings, loglevel)
-    except InfraError as exc:
+    except (InfraError, ProcessorError) as exc:
         raise _fail(exc) from exc
 
 
@@ -449,8 +452,8 @@ def replay(
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Recompute snapshots from the log (or exported files) with the worker's own fold; never joins its group."""
-    from infra.settings import kafka_settings
     from processors.exceptions import ReplayError
+    from schemas.settings import kafka_settings
 
     try:
         settings = kafka_settings()
@@ -493,9 +496,9 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Write a topic's events in a time range to Avro or Parquet files, one per event type (undecodable ones are listed)."""
-    from infra.settings import kafka_settings
     from processors.archive import run_export
     from processors.exceptions import ReplayError
+    from schemas.settings import kafka_settings
 
     try:
         summary = run_export(
@@ -517,9 +520,9 @@ def import_(
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Publish exported files back to their topics (repeated events are harmless: the fold dedupes them)."""
-    from infra.settings import kafka_settings
     from processors.archive import run_import
     from processors.exceptions import ReplayError
+    from schemas.settings import kafka_settings
 
     try:
         summary = run_import(kafka_settings(), paths, progress)

@@ -17,10 +17,6 @@ class PortBusyError(InfraError):
     """A port the local broker needs is taken by another process."""
 
 
-class TopicLayoutError(InfraError):
-    """Existing topics do not have the layout the pipeline relies on (e.g. co-partitioning)."""
-
-
 class DeliveryError(InfraError):
     """Kafka did not acknowledge events a producer had sent."""
 

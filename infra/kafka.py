@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.exceptions import BrokerStartError, PortBusyError, ToolMissingError
+from schemas.settings import DEFAULT_PORT, default_state_dir
 
 INFRA_DIR = Path(__file__).resolve().parent
 POM = INFRA_DIR / "pom.xml"
 LOG4J = INFRA_DIR / "log4j2.properties"
-DEFAULT_PORT = 9092
 PORT_STRIDE = 100
 
 NO_TOOLS_HELP = (
@@ -41,12 +41,6 @@ NO_TOOLS_HELP = (
     "  2. point KAFKA_BOOTSTRAP_SERVERS at a Kafka cluster you already run (nothing is started then);\n"
     "  3. with a Docker engine: docker compose up kafka (see docker-compose.yml)."
 )
-
-
-def default_state_dir() -> Path:
-    """`$VENDORPULSE_STATE_DIR`, else `.vendorpulse/` at the project root (beside infra/)."""
-    env = os.environ.get("VENDORPULSE_STATE_DIR")
-    return Path(env).resolve() if env else INFRA_DIR.parent / ".vendorpulse"
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ import urllib.request
 from pathlib import Path
 
 from infra.exceptions import PortBusyError, RegistryStartError, ToolMissingError
-from infra.kafka import INFRA_DIR, default_state_dir
+from infra.kafka import INFRA_DIR
+from schemas.settings import default_state_dir
 
 TOOL_MODULE = INFRA_DIR / "schema-registry"
 PACKAGE = "github.com/axonops/axonops-schema-registry/cmd/schema-registry"

@@ -30,7 +30,8 @@ import orjson
 
 from infra.chaos import WS_PATH, Child, wait_ready, worker_and_api
 from infra.simulate import SimConfig, produce
-from infra.topics import Topics, ensure_topics
+from processors.topics_admin import ensure_topics
+from schemas.topics import Topics
 
 COLUMNS = [
     "t", "worker_rss_mb", "api_rss_mb", "worker_fds", "api_fds", "lag", "latency_p99_ms", "deliveries",

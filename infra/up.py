@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.exceptions import InfraError
-from infra.kafka import LocalKafka, default_state_dir
+from infra.kafka import LocalKafka
 from infra.registry import LocalRegistry, free_port
-from infra.settings import kafka_settings
-from infra.topics import Topics, ensure_topics
+from processors.topics_admin import ensure_topics
+from schemas.settings import default_state_dir, kafka_settings
+from schemas.topics import Topics
 
 
 class UpError(InfraError):

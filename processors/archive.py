@@ -41,8 +41,6 @@ from aiokafka import AIOKafkaProducer
 from fastavro import block_reader, parse_schema, schemaless_reader
 from fastavro.write import Writer
 
-from infra.settings import KafkaSettings
-from infra.topics import Topics, ensure_topics
 from processors.exceptions import ArchiveError
 from processors.intake import BAD_KEY, Refusal, read_event, vendor_of
 from processors.replay import (
@@ -61,6 +59,7 @@ from processors.replay import (
     read,
 )
 from processors.schema_ids import with_schemas
+from processors.topics_admin import ensure_topics
 from schemas.codec import Codec, FastavroCodec, SchemaVersion, strip_logical_types
 from schemas.events import (
     EVENT_TYPES,
@@ -73,6 +72,8 @@ from schemas.events import (
     ProductUpserted,
 )
 from schemas.exceptions import CodecError
+from schemas.settings import KafkaSettings
+from schemas.topics import Topics
 
 SUFFIX = ".avro"
 POSITION_FIELDS: list[dict[str, Any]] = [

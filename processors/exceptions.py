@@ -29,3 +29,7 @@ class ReplayError(ProcessorError):
 
 class ArchiveError(ReplayError):
     """An Avro archive file cannot be written or read (not an export of vendorpulse events)."""
+
+
+class TopicLayoutError(ProcessorError):
+    """Existing topics do not have the layout the pipeline relies on (e.g. co-partitioning)."""

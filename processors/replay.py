@@ -63,8 +63,6 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from infra.settings import KafkaSettings
-from infra.topics import Topics, broker_count
 from processors.core.apply import Status, apply, observe, stock_level
 from processors.core.snapshot import snapshot
 from processors.core.state import DEFAULT_LATENESS_DAYS, NO_FLOOR, State, new_state
@@ -72,8 +70,11 @@ from processors.exceptions import ReplayError
 from processors.intake import BAD_KEY, PRODUCT_EVENTS, InputCounts, Refusal, read_event, rejection, vendor_of
 from processors.outputs import stock_alert
 from processors.schema_ids import with_schemas
+from processors.topics_admin import broker_count
 from schemas.codec import Codec, FastavroCodec
 from schemas.events import Event
+from schemas.settings import KafkaSettings
+from schemas.topics import Topics
 
 MAX_SAMPLES = 20
 """Refused records located in a summary (all are counted)."""

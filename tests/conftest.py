@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from infra.chaos import free_base_port
-from infra.topics import Topics, ensure_topics
+from processors.topics_admin import ensure_topics
+from schemas.topics import Topics
 
 if TYPE_CHECKING:
     from infra.registry import LocalRegistry

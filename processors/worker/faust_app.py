@@ -19,10 +19,10 @@ from typing import Any
 
 import faust
 
-from infra.logs import limit_repeated_logs
-from infra.topics import Topics, broker_count, ensure_topics
 from processors.outputs import Record
+from processors.topics_admin import broker_count, ensure_topics
 from processors.worker.batch import BatchLoop
+from processors.worker.client_logs import limit_repeated_logs
 from processors.worker.counters import Counters
 from processors.worker.diagnostics import dump_tasks, dump_tasks_on_sigusr1, trace_batches, tracing
 from processors.worker.faust_patches import ProducerBatches, TableStore, use_input_consumer
@@ -33,6 +33,7 @@ from processors.worker.vendors import VendorStates
 from processors.worker.watchdogs import RECOVERY_CHECK_S, STALL_CHECK_S, Watchdogs
 from schemas.codec import FastavroCodec
 from schemas.confluent import SchemaResolver
+from schemas.topics import Topics
 
 log = logging.getLogger("vendorpulse.worker")
 TABLE = "vendor-state-v2"
@@ -183,7 +184,7 @@ def app_id(settings: WorkerSettings) -> str:
 
 
 def data_dir(settings: WorkerSettings) -> Path:
-    from infra.kafka import default_state_dir
+    from schemas.settings import default_state_dir
 
     return settings.data_dir or default_state_dir() / "worker" / app_id(settings)
 

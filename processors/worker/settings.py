@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from infra.settings import KafkaSettings
+from schemas.settings import KafkaSettings
 
 
 class WorkerSettings(KafkaSettings):

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from infra.topics import Topics
+from schemas.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_TS = ROOT / "api" / "client-ts"

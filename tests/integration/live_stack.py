@@ -19,9 +19,9 @@ from api.auth import make_token
 from api.server import ServerThread
 from api.settings import ApiSettings
 from infra.simulate import EventGenerator, SimConfig
-from infra.topics import Topics
 from schemas.codec import FastavroCodec
 from schemas.events import OrderPlaced
+from schemas.topics import Topics
 from tests.integration.conftest import WorkerProcess
 from tests.integration.test_api_live import settings_for, wait_ready
 from tests.integration.test_client import free_port

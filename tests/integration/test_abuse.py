@@ -26,7 +26,7 @@ from api.settings import api_settings
 from infra.abuse import INVALID, Feed, Good, Plan, Seen, good_client, produce, run_attack
 from infra.chaos import WS_PATH, Child, free_port, wait_ready
 from infra.soak import open_fds
-from infra.topics import Topics
+from schemas.topics import Topics
 
 REQUEST_TIMEOUT = 3  # seconds: half-open connections are closed after it (default 10)
 HEARTBEAT = 1  # seconds: silent authenticated connections miss two pings quickly (default 15)

@@ -22,9 +22,9 @@ from api.app import WS_PATH, create_app
 from api.auth import make_token
 from api.server import ServerThread
 from api.settings import ApiSettings, api_settings
-from infra.topics import Topics, partition_for
 from processors.core.snapshot import snapshot as zero_snapshot
 from processors.core.state import new_state
+from schemas.topics import Topics, partition_for
 
 SECRET = "integration-secret-" + "x" * 32
 

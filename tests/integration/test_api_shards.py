@@ -10,7 +10,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from api.auth import make_token
-from infra.topics import Topics, partition_for
+from schemas.topics import Topics, partition_for
 from tests.integration.test_api_live import produce, recv_type, running_api, settings_for, snap, ws_url
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from api.app import create_app
 from api.auth import make_token
 from api.server import ServerThread
 from api.settings import ApiSettings, api_settings
-from infra.topics import Topics, partition_for
+from schemas.topics import Topics, partition_for
 from tests.integration.test_api_live import SECRET, produce, running_api, settings_for, snap
 
 FAST = Backoff(base_delay=0.05, max_delay=0.4)

@@ -24,7 +24,7 @@ import pytest
 
 from api.auth import make_token
 from api.settings import api_settings
-from infra.topics import Topics
+from schemas.topics import Topics
 from tests.integration.conftest import WorkerProcess
 from tests.integration.live_stack import VENDOR, live_stack
 from tests.integration.test_api_live import running_api, settings_for

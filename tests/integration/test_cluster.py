@@ -14,7 +14,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from infra.chaos import free_base_port
 from infra.kafka import LocalKafka
-from infra.topics import Topics, broker_count, ensure_topics
+from processors.topics_admin import broker_count, ensure_topics
+from schemas.topics import Topics
 
 
 async def _layout(bootstrap: str, topics: Topics) -> tuple[int, set[int], str]:

@@ -22,7 +22,7 @@ from api.app import create_app
 from api.auth import make_token
 from api.server import ServerThread
 from api.settings import api_settings
-from infra.topics import Topics
+from schemas.topics import Topics
 from tests.integration.conftest import WorkerProcess
 from tests.integration.live_stack import live_stack
 from tests.integration.test_api_live import SECRET

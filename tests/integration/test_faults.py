@@ -27,9 +27,9 @@ from api.settings import api_settings
 from infra.chaos import Child, Stack, broker_loss, free_port, three_brokers, wait_ready
 from infra.simulate import EventGenerator, SimConfig, produce
 from infra.soak import soak
-from infra.topics import Topics
 from schemas.codec import FastavroCodec
 from schemas.events import Event, OrderItem, OrderPlaced
+from schemas.topics import Topics
 from tests.integration.conftest import ROOT, WorkerProcess, latest_snapshots, read_topic
 from tests.integration.test_worker import Message, assert_converges, history, send
 from tests.unit.reference import accepted_events

@@ -9,8 +9,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from infra.exceptions import TopicLayoutError
-from infra.topics import Topics, ensure_topics
+from processors.exceptions import TopicLayoutError
+from processors.topics_admin import ensure_topics
+from schemas.topics import Topics
 from tests.conftest import make_topics
 
 

@@ -12,10 +12,10 @@ import duckdb
 import pandas as pd
 
 from infra.simulate import SimConfig, produce
-from infra.topics import Topics
 from processors.archive import run_export
 from processors.replay import run_replay
 from schemas.events import Event
+from schemas.topics import Topics
 from tests.integration.test_registry import settings_for
 from tests.unit.test_parquet import revenue_per_vendor_per_month
 

@@ -31,15 +31,16 @@ from api.app import create_app
 from api.settings import ApiSettings
 from infra.cli import app as cli
 from infra.registry import LocalRegistry
-from infra.settings import KafkaSettings
 from infra.simulate import EventGenerator, SimConfig, produce
-from infra.topics import Topics, ensure_topics
 from processors.replay import run_replay
+from processors.topics_admin import ensure_topics
 from schemas.codec import FastavroCodec, SchemaSet
 from schemas.confluent import SchemaResolver
 from schemas.events import Event, OrderPlaced
 from schemas.exceptions import RegistryUnavailable, UnknownSchemaId
 from schemas.registration import register_published
+from schemas.settings import KafkaSettings
+from schemas.topics import Topics
 from tests.conftest import make_topics
 from tests.integration.conftest import WorkerProcess, latest_snapshots, read_topic, wait_until
 from tests.integration.test_worker import DAY, assert_converges, send

@@ -18,14 +18,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from infra.settings import KafkaSettings
 from infra.simulate import EventGenerator, SimConfig
-from infra.topics import Topics, ensure_topics
 from processors.archive import run_export, run_import, run_replay_files
 from processors.exceptions import ReplayError
 from processors.replay import run_replay
+from processors.topics_admin import ensure_topics
 from schemas.codec import FastavroCodec
 from schemas.events import Event
+from schemas.settings import KafkaSettings
+from schemas.topics import Topics
 from tests.conftest import make_topics
 from tests.integration.conftest import WorkerProcess, latest_snapshots, read_topic
 from tests.integration.test_worker import DAY, Message, assert_converges, history, send

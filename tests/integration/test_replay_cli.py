@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from infra.simulate import SimConfig, produce
-from infra.topics import Topics, ensure_topics
+from processors.topics_admin import ensure_topics
+from schemas.topics import Topics
 from tests.conftest import make_topics
 
 ROOT = Path(__file__).resolve().parents[2]

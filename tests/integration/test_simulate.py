@@ -11,9 +11,9 @@ from collections import defaultdict
 from aiokafka import AIOKafkaConsumer
 
 from infra.simulate import SimConfig, produce
-from infra.topics import Topics
 from schemas.codec import FastavroCodec
 from schemas.events import Event
+from schemas.topics import Topics
 
 
 async def consume_all(

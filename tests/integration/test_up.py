@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx2
 import pytest
 
-from infra.topics import Topics
+from schemas.topics import Topics
 from tests.integration.conftest import ROOT, read_topic
 from tests.integration.test_client import free_port
 

@@ -19,13 +19,13 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from infra.settings import KafkaSettings
 from infra.simulate import EventGenerator, SimConfig
-from infra.topics import Topics
 from processors.replay import run_replay
 from schemas.codec import Codec, FastavroCodec
 from schemas.events import Event, OrderCancelled, OrderItem, OrderPlaced, ProductUpserted
 from schemas.exceptions import CodecError
+from schemas.settings import KafkaSettings
+from schemas.topics import Topics
 from tests.integration.conftest import WorkerProcess, latest_snapshots, read_topic, wait_until
 from tests.unit.reference import accepted_events, reference_snapshot
 

@@ -17,8 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infra.settings import KafkaSettings
-from infra.topics import Topics
 from processors.archive import (
     SKIPPED,
     Archived,
@@ -41,6 +39,8 @@ from schemas.events import (
     OrderPlaced,
     ProductUpserted,
 )
+from schemas.settings import KafkaSettings
+from schemas.topics import Topics
 from tests.unit.test_codec import events as any_event
 from tests.unit.test_replay import (
     INVENTORY,

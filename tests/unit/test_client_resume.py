@@ -19,7 +19,7 @@ from api.kafka import Feed
 from api.protocol import Out, frame
 from api.resume import Cursor, resume
 from api.telemetry import Telemetry
-from infra.topics import partition_for
+from schemas.topics import partition_for
 from tests.fakes import RecordingSink
 from tests.unit.test_api_ws import closed_with, make_client, receive, settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from infra.logs import limit_repeated_logs
+from processors.worker.client_logs import limit_repeated_logs
 
 
 def test_a_flood_of_client_errors_passes_once_per_message_and_other_logs_all_pass() -> None:

@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from infra.simulate import EventGenerator, SimConfig
-from infra.topics import Topics
 from processors.archive import ArchiveProblems, ArchiveWriter, read_archive
 from processors.core.apply import apply
 from processors.core.snapshot import snapshot
@@ -26,6 +25,7 @@ from processors.parquet import UTC_MILLIS, ParquetArchiveWriter, arrow_schema, w
 from processors.replay import write_jsonl
 from schemas.codec import FastavroCodec
 from schemas.events import EVENT_TYPES, ORDER_EVENTS, Event, OrderCancelled, OrderPlaced
+from schemas.topics import Topics
 
 DAY = 86_400_000
 START = 1_760_000_000_000

@@ -15,9 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infra.settings import KafkaSettings
 from infra.simulate import EventGenerator, SimConfig
-from infra.topics import Topics
 from processors.core.calendar import DAY_MS
 from processors.core.snapshot import snapshot
 from processors.exceptions import ReplayError
@@ -37,6 +35,8 @@ from processors.worker.vendor_log import restore
 from processors.worker.vendors import VendorStates
 from schemas.codec import FastavroCodec
 from schemas.events import ORDER_EVENTS, Event, OrderItem, OrderPlaced
+from schemas.settings import KafkaSettings
+from schemas.topics import Topics
 from tests.unit.test_core_imports import modules_after
 from tests.unit.test_metrics_properties import BASE, logs
 

@@ -6,10 +6,21 @@ import time, so tests can set the environment first.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infra.kafka import DEFAULT_PORT
+DEFAULT_PORT = 9092
+"""The local broker's client port (contract §8: `localhost:9092`)."""
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_state_dir() -> Path:
+    """`$VENDORPULSE_STATE_DIR`, else `.vendorpulse/` at the project root: local Kafka, registry, worker data."""
+    env = os.environ.get("VENDORPULSE_STATE_DIR")
+    return Path(env).resolve() if env else PROJECT_ROOT / ".vendorpulse"
 
 
 class KafkaSettings(BaseSettings):

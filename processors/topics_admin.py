@@ -1,47 +1,20 @@
-"""Topic names (contract §2) and their idempotent creation.
+"""Creating the contract's topics (idempotent) and reading the cluster's size.
 
-`orders` and `inventory` are co-partitioned (same partition count, keyed by vendor_id) so one worker
-task sees every event of a vendor; `vendor-metrics` is compacted (latest snapshot per vendor).
-Replication follows the cluster: 1 on a single broker, 3 with `min.insync.replicas=2` on three or more.
+`vendorpulse worker` creates any missing topic at start (contract §2), as do `topics` and `import`.
+Replication follows the cluster: 1 on a single broker, 3 with `min.insync.replicas=2` on three or more;
+`vendor-metrics` is compacted (the latest snapshot per vendor).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from infra.exceptions import TopicLayoutError
-
-
-@dataclass(frozen=True)
-class Topics:
-    orders: str
-    inventory: str
-    metrics: str
-    activity: str
-    orders_dlq: str
-    inventory_dlq: str
-
-    @classmethod
-    def for_prefix(cls, prefix: str = "") -> Topics:
-        return cls(
-            orders=f"{prefix}orders",
-            inventory=f"{prefix}inventory",
-            metrics=f"{prefix}vendor-metrics",
-            activity=f"{prefix}vendor-activity",
-            orders_dlq=f"{prefix}orders.dlq",
-            inventory_dlq=f"{prefix}inventory.dlq",
-        )
-
-    def all(self) -> list[str]:
-        return [self.orders, self.inventory, self.metrics, self.activity, self.orders_dlq, self.inventory_dlq]
-
-    def dlq_for(self, source: str) -> str:
-        return self.orders_dlq if source == self.orders else self.inventory_dlq
+from processors.exceptions import TopicLayoutError
+from schemas.topics import Topics
 
 
 async def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 6) -> dict[str, int]:
@@ -103,10 +76,3 @@ async def broker_count(bootstrap: str) -> int:
         return len(brokers)
     finally:
         await admin.close()
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (Java's and aiokafka's: murmur2) gives `key`."""
-    from aiokafka.partitioner import murmur2
-
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
