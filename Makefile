@@ -50,13 +50,14 @@ kafka-stop: $(STAMP) ## stop the local Kafka broker (data is kept in .vendorpuls
 run: $(STAMP) ## everything: local Kafka, topics, worker, API, simulator; prints the dashboard URL; Ctrl-C stops
 	$(BIN)/vendorpulse up $(UP_ARGS)
 
-bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json
+bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json (bench.history alone takes 20+ min)
 	$(BIN)/python -m bench.codec
 	$(BIN)/python -m bench.processor
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.abuse
+	$(BIN)/python -m bench.history
 
 clean: ## stop Kafka and delete .venv and .vendorpulse
 	-$(BIN)/vendorpulse kafka stop

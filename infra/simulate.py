@@ -292,7 +292,7 @@ async def produce(
             pending.clear()
 
     try:
-        batches = _Batches(producer, pending, partition_for)
+        batches = BatchSender(producer, partition_for)
         for kind, event, ts in records:  # the history, if any: as fast as possible, its own timestamps
             if ts is None:
                 first_live = kind, event, ts
@@ -307,8 +307,6 @@ async def produce(
                 on_progress(summary)
         if summary.history:
             await batches.flush()
-            await _acknowledged(pending)
-            pending.clear()
             summary.history_elapsed = time.monotonic() - started
         live_started = time.monotonic()
         while True:
@@ -342,24 +340,21 @@ async def produce(
     return summary
 
 
-class _Batches:
+class BatchSender:
     """Records grouped into one producer batch per partition, each sent when full (aiokafka's
-    `send_batch`): history goes out several times faster than with a future per record. Partitions
-    are the default partitioner's (murmur2 of the key), so a vendor's records land where live ones do."""
+    `send_batch`): several times faster than a future per record, for history sent as fast as
+    possible. Partitions are the default partitioner's (murmur2 of the key), so a vendor's records
+    land where its live ones do. `flush()` sends what is left and waits until Kafka has it all."""
 
-    def __init__(
-        self,
-        producer: AIOKafkaProducer,
-        pending: list[asyncio.Future[object]],
-        partition_for: Callable[[bytes, int], int],
-    ) -> None:
+    def __init__(self, producer: AIOKafkaProducer, partition_for: Callable[[bytes, int], int]) -> None:
         self.producer = producer
-        self.pending = pending
         self.partition_for = partition_for
         self.open: dict[tuple[str, int], BatchBuilder] = {}
         self.partitions: dict[str, int] = {}
+        self.pending: list[asyncio.Future[object]] = []
 
-    async def add(self, topic: str, key: bytes, value: bytes, ts: int) -> None:
+    async def add(self, topic: str, key: bytes, value: bytes, ts: int | None) -> None:
+        """Add a record; `ts` None: the time it is added."""
         count = self.partitions.get(topic)
         if count is None:
             count = self.partitions[topic] = len(await self.producer.partitions_for(topic))
@@ -383,6 +378,8 @@ class _Batches:
     async def flush(self) -> None:
         for tp in list(self.open):
             await self._send(tp)
+        await _acknowledged(self.pending)
+        self.pending.clear()
 
 
 async def _acknowledged(pending: list[asyncio.Future[object]]) -> None:
