@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -40,6 +41,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -319,17 +321,46 @@ def print_configs(run: Run, compaction: bool) -> None:
         )
 
 
-async def main_async(args: argparse.Namespace, bootstrap: str, kafka_data: Path, data: Path) -> list[Run]:
+def write_results(about: dict[str, Any], args: argparse.Namespace, runs: list[Run]) -> None:
+    out = {
+        "machine": machine(about["load_average_at_start"]),
+        "args": vars(args),
+        "changelog_settings_set": {} if args.broker_compaction_defaults else CHANGELOG_SETTINGS,
+        "runs": [
+            asdict(run)
+            | {
+                "quarters": [
+                    {"quarter": n, "cpu_us_per_event": cpu, **asdict(s)} for n, s, cpu in quarters(run)
+                ],
+                "targets": [
+                    dict(zip(("measure", "target", "measured", "pass"), t, strict=True)) for t in targets(run)
+                ],
+            }
+            for run in runs
+        ],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "history.json").write_text(json.dumps(out, indent=2))
+    console.print(f"wrote {RESULTS / 'history.json'}; load average now {os.getloadavg()[0]:.2f}")
+
+
+async def main_async(
+    args: argparse.Namespace, about: dict[str, Any], bootstrap: str, kafka_data: Path, data: Path
+) -> None:
     lateness = args.lateness_days
     days = 6 * lateness
     marketplace = SimConfig(
         vendors=args.vendors, products=50, customers=5000, seed=12, whale_share=0.2, resend_rate=0.01
     )
     runs = [await run_log("log", marketplace, args.events, days, args, bootstrap, kafka_data, data)]
+    print_configs(runs[0], not args.broker_compaction_defaults)
+    print_run(runs[0])  # now: the whale run takes a while longer
+    write_results(about, args, runs)
     if args.whale_events:
         one = SimConfig(vendors=1, products=200, customers=50_000, seed=13, resend_rate=0.01)
         runs.append(await run_log("whale", one, args.whale_events, days, args, bootstrap, kafka_data, data))
-    return runs
+        print_run(runs[1])
+        write_results(about, args, runs)
 
 
 def main() -> None:
@@ -356,30 +387,11 @@ def main() -> None:
     try:
         bootstrap = kafka.start()
         console.print(f"private broker {bootstrap}, state in {state}")
-        runs = asyncio.run(main_async(args, bootstrap, kafka.nodes[0].home / "data", state / "workers"))
+        asyncio.run(main_async(args, about, bootstrap, kafka.nodes[0].home / "data", state / "workers"))
     finally:
         kafka.stop(timeout=10)
         if not args.keep:
-            import shutil
-
             shutil.rmtree(state, ignore_errors=True)
-    compaction = not args.broker_compaction_defaults
-    print_configs(runs[0], compaction)
-    for run in runs:
-        print_run(run)
-    out = {
-        "machine": machine(about["load_average_at_start"]),
-        "args": vars(args),
-        "changelog_settings_set": CHANGELOG_SETTINGS if compaction else {},
-        "runs": [
-            asdict(run) | {"quarters": [{"quarter": n, "cpu_us_per_event": cpu, **asdict(s)} for n, s, cpu in quarters(run)],
-                           "targets": [dict(zip(("measure", "target", "measured", "pass"), t, strict=True)) for t in targets(run)]}
-            for run in runs
-        ],
-    }  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "history.json").write_text(json.dumps(out, indent=2))
-    console.print(f"wrote {RESULTS / 'history.json'}; load average now {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
