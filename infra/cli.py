@@ -303,7 +303,7 @@ def up(
             min=0, help="days of aged history the simulator sends first into an empty log (0: none)"
         ),
     ] = 395.0,
-    history_events: Annotated[int, typer.Option(min=1, help="history events per vendor")] = 4000,
+    history_events: Annotated[int, typer.Option(min=1, help="history events per vendor")] = 3000,
 ) -> None:
     """Local Kafka, topics, worker, API and simulator at once; prints the dashboard URL. Ctrl-C stops all."""
     from infra.up import UpConfig, run

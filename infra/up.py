@@ -41,7 +41,7 @@ from infra.topics import Topics, ensure_topics, record_counts
 
 HISTORY_DAYS = 395.0
 """13 months: the 12 monthly bars ending with this month, the oldest one whole"""
-HISTORY_EVENTS_PER_VENDOR = 4000
+HISTORY_EVENTS_PER_VENDOR = 3000
 
 
 class UpError(InfraError):
