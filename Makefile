@@ -81,7 +81,7 @@ schemas-check: registry ## register every published .avsc version in a throwaway
 run: $(STAMP) $(BUNDLE) ## everything: local Kafka, topics, worker, API, simulator; prints the dashboard URL; Ctrl-C stops
 	$(BIN)/vendorpulse up $(UP_ARGS)
 
-bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json
+bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json (bench.history alone takes 20+ min)
 	$(BIN)/python -m bench.codec
 	$(BIN)/python -m bench.framing
 	$(BIN)/python -m bench.processor
@@ -91,6 +91,7 @@ bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json
 	$(BIN)/python -m bench.scaling
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.abuse
+	$(BIN)/python -m bench.history
 
 clean: ## stop Kafka and delete .venv, .vendorpulse and the client's node_modules and builds
 	-$(BIN)/vendorpulse kafka stop

@@ -251,6 +251,21 @@ def simulate(
         ),
     ] = None,
     step_ms: Annotated[int, typer.Option(min=0)] = 10,
+    backfill_days: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="first send history: --backfill-events events spread over the last N days, in "
+            "occurred_at order, each with a Kafka timestamp just after its occurred_at, as fast as "
+            "possible; then the live traffic (--count/--duration; neither: stop after the history)",
+        ),
+    ] = 0.0,
+    backfill_events: Annotated[
+        int | None, typer.Option(min=1, help="events in the history (default: 2,000 per vendor)")
+    ] = None,
+    resend_rate: Annotated[
+        float, typer.Option(min=0, max=0.5, help="share of events sent twice, as a retrying producer does")
+    ] = 0.0,
     framing: Annotated[
         str,
         typer.Option(
@@ -259,25 +274,41 @@ def simulate(
     ] = "single-object",
 ) -> None:
     """Produce realistic orders, cancellations, product upserts and stock changes to Kafka."""
-    from datetime import datetime
+    import time
+    from datetime import UTC, datetime
 
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table
 
-    from infra.simulate import SimConfig, SimSummary, produce
-    from processors.topics_admin import ensure_topics
+    from infra.backfill import DAY_MS, AgingGenerator, Backfill
+    from infra.simulate import EventGenerator, SimConfig, SimSummary, produce
+    from processors.topics_admin import ensure_topics, retention_ms
     from schemas.settings import kafka_settings
     from schemas.topics import Topics
 
+    if backfill_days and start is not None:
+        raise typer.BadParameter(
+            "the history ends now; it cannot start at --start", param_hint="--backfill-days"
+        )
     if duration is None and count is None:
-        duration = 60.0
+        if backfill_days:
+            count = 0
+        else:
+            duration = 60.0
     start_ms = None
     if start is not None:
         start_ms = int(datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp() * 1000)
     settings = kafka_settings()
     names = Topics.for_prefix(settings.topic_prefix)
-    config = SimConfig(vendors, products, customers, seed, start_ms=start_ms, step_ms=step_ms)
+    config = SimConfig(
+        vendors, products, customers, seed, start_ms=start_ms, step_ms=step_ms, resend_rate=resend_rate
+    )
+    generator = EventGenerator(config)
+    backfill = None
+    if backfill_days:
+        backfill = Backfill(backfill_days, backfill_events or 2000 * vendors, int(time.time() * 1000))
+        generator = AgingGenerator(config, backfill)
     console = Console(stderr=True)
 
     def line(s: SimSummary) -> str:
@@ -285,11 +316,21 @@ def simulate(
 
     async def run() -> SimSummary:
         await ensure_topics(settings.bootstrap, names, settings.partitions)
+        if backfill is not None:
+            for topic, kept in (
+                await retention_ms(settings.bootstrap, [names.orders, names.inventory])
+            ).items():
+                if 0 <= kept < backfill_days * DAY_MS:
+                    console.print(
+                        f"[yellow]warning: {topic} keeps records for {kept / DAY_MS:.1f} days "
+                        f"(retention.ms={kept}): Kafka deletes history stamped older than that within "
+                        "minutes. Set retention.ms=-1 on the input topics, or backfill fewer days.[/]"
+                    )
         with Live(console=console, refresh_per_second=4, transient=True) as live:
             return await produce(
                 settings.bootstrap, names.orders, names.inventory, config,
                 rate=rate, count=count, duration=duration, on_progress=lambda s: live.update(line(s)),
-                framing=framing, registry_url=settings.schema_registry_url,
+                generator=generator, framing=framing, registry_url=settings.schema_registry_url,
             )  # fmt: skip
 
     try:
@@ -307,6 +348,12 @@ def simulate(
     for topic, n in sorted(summary.per_topic.items()):
         table.add_row(f"topic {topic}", f"{n:,}")
     Console().print(table)
+    if backfill is not None:
+        first = datetime.fromtimestamp(backfill.start_ms / 1000, UTC).strftime("%Y-%m-%d")
+        console.print(
+            f"history: {summary.history:,} events from {first} to now, Kafka timestamps just after "
+            f"their occurred_at, sent in {summary.history_elapsed:.1f}s"
+        )
     console.print(line(summary))
 
 
@@ -386,11 +433,21 @@ def up(
         bool,
         typer.Option(help="a schema registry too (a local one unless configured); simulate both framings"),
     ] = False,
+    history_days: Annotated[
+        float,
+        typer.Option(
+            min=0, help="days of aged history the simulator sends first into an empty log (0: none)"
+        ),
+    ] = 395.0,
+    history_events: Annotated[int, typer.Option(min=1, help="history events per vendor")] = 3000,
 ) -> None:
     """Local Kafka, topics, worker, API and simulator at once; prints the dashboard URL. Ctrl-C stops all."""
     from infra.up import UpConfig, run
 
-    config = UpConfig(host=host, port=port, vendors=vendors, rate=rate, simulate=simulate, registry=registry)
+    config = UpConfig(
+        host=host, port=port, vendors=vendors, rate=rate, simulate=simulate, registry=registry,
+        history_days=history_days, history_events=history_events,
+    )  # fmt: skip
     raise typer.Exit(code=run(config, lambda line: typer.echo(line, err=not line.startswith("dashboard"))))
 
 

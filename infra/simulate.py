@@ -7,7 +7,12 @@ event is stamped with the wall clock when it is generated, as a live producer wo
 What it models, per vendor: a catalog (ProductUpserted at start, occasional re-upserts that rename,
 deactivate or reprice), opening stock and restocks/sales as InventoryAdjusted, orders of 1 to 4 lines from a
 customer pool where about a third of orders come from earlier buyers, and cancellations of about 3 % of
-orders shortly after they were placed. Each vendor trades in one currency.
+orders shortly after they were placed. Each vendor trades in one currency. Optionally one vendor is a
+whale with a fixed share of the traffic (`whale_share`), and a share of events is sent twice, as a
+producer that retries does (`resend_rate`: the same event, same event_id, again a little later).
+
+`infra.backfill.AgingGenerator` continues this generator into the past: months of history whose
+records carry Kafka timestamps just after their occurred_at, then the same live traffic.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.events import (
     Event,
@@ -29,6 +34,10 @@ from schemas.events import (
     OrderPlaced,
     ProductUpserted,
 )
+
+if TYPE_CHECKING:  # the generator alone loads no Kafka client; produce() imports it
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.producer.message_accumulator import BatchBuilder
 
 CATEGORIES = ("Electronics", "Home", "Books", "Fashion", "Toys", "Beauty", "Sports", "Grocery")
 DELIVERY_TIMEOUT_MS = 120_000
@@ -51,6 +60,10 @@ class SimConfig:
     """first event's occurred_at; None stamps events with the wall clock"""
     step_ms: int = 10
     """time between two events when start_ms is set"""
+    whale_share: float = 0.0
+    """share of the traffic (after the catalog) that goes to vendor-001; 0: every vendor alike"""
+    resend_rate: float = 0.0
+    """share of events that are a recent event sent again (a producer's retry)"""
 
 
 @dataclass
@@ -72,6 +85,7 @@ class EventGenerator:
         self._seq = 0
         self._clock = clock or (lambda: int(time.time() * 1000))
         self.vendors = [self._make_vendor(i) for i in range(1, config.vendors + 1)]
+        self._recent: deque[tuple[str, Event]] = deque(maxlen=500)
 
     def _make_vendor(self, i: int) -> _Vendor:
         rng = self.rng
@@ -89,6 +103,16 @@ class EventGenerator:
     def _event_id(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
+    @property
+    def timestamp_ms(self) -> int | None:
+        """The Kafka timestamp for the record just generated; None: the producer's send time."""
+        return None
+
+    def records(self) -> Iterator[tuple[str, Event, int | None]]:
+        """(topic kind, event, Kafka timestamp or None), endlessly."""
+        for kind, event in self:
+            yield kind, event, self.timestamp_ms
+
     def __iter__(self) -> Iterator[tuple[str, Event]]:
         for vendor in self.vendors:  # the catalog and opening stock first
             for product_id, category, _ in vendor.products:
@@ -96,23 +120,39 @@ class EventGenerator:
                 yield self._stamp(
                     "inventory", self._adjust(vendor, product_id, self.rng.randint(20, 200), "opening")
                 )
+        resend_rate = self.config.resend_rate
         while True:
-            vendor = self.rng.choice(self.vendors)
+            if resend_rate and self._recent and self.rng.random() < resend_rate:
+                yield self._stamp(*self.rng.choice(self._recent))
+                continue
+            vendor = self._pick_vendor()
             roll = self.rng.random()
+            record: tuple[str, Event]
             if roll < self.config.cancel_rate and vendor.recent_orders:
-                order_id = vendor.recent_orders.popleft()
-                yield self._stamp("orders", self._cancel(vendor, order_id))
+                record = "orders", self._cancel(vendor, self._cancel_target(vendor))
             elif roll < 0.80:
-                yield self._stamp("orders", self._order(vendor))
+                record = "orders", self._order(vendor)
             elif roll < 0.97:
                 product_id = self.rng.choice(vendor.products)[0]
                 delta = self.rng.choice((-3, -2, -1, -1, 5, 10, 25))
-                yield self._stamp(
-                    "inventory", self._adjust(vendor, product_id, delta, "restock" if delta > 0 else "sold")
-                )
+                reason = "restock" if delta > 0 else "sold"
+                record = "inventory", self._adjust(vendor, product_id, delta, reason)
             else:
                 product_id, category, _ = self.rng.choice(vendor.products)
-                yield self._stamp("inventory", self._upsert(vendor, product_id, category))
+                record = "inventory", self._upsert(vendor, product_id, category)
+            if resend_rate:
+                self._recent.append(record)
+            yield self._stamp(*record)
+
+    def _pick_vendor(self) -> _Vendor:
+        share = self.config.whale_share
+        if not share or len(self.vendors) == 1:
+            return self.rng.choice(self.vendors)
+        return self.vendors[0] if self.rng.random() < share else self.rng.choice(self.vendors[1:])
+
+    def _cancel_target(self, vendor: _Vendor) -> str:
+        """The order a cancellation takes out: the oldest of the vendor's last 50 orders."""
+        return vendor.recent_orders.popleft()
 
     def _stamp(self, kind: str, event: Event) -> tuple[str, Event]:
         self._seq += 1
@@ -172,6 +212,10 @@ class SimSummary:
     per_topic: Counter[str] = field(default_factory=Counter)
     bytes: int = 0
     elapsed: float = 0.0
+    history: int = 0
+    """of them, history records (with their own Kafka timestamps, sent first)"""
+    history_elapsed: float = 0.0
+    """seconds until the last history record was acknowledged"""
 
     @property
     def total(self) -> int:
@@ -193,6 +237,7 @@ async def produce(
     duration: float | None = None,
     on_progress: Callable[[SimSummary], None] | None = None,
     keep: list[tuple[str, Event]] | None = None,
+    generator: EventGenerator | None = None,
     framing: str = "single-object",
     registry_url: str | None = None,
 ) -> SimSummary:
@@ -200,12 +245,18 @@ async def produce(
     `duration` seconds, whichever comes first; with an idempotent producer and acks=all, keyed by vendor.
     `keep`, when given, receives every (topic, event) sent, in send order.
 
+    `generator` (default: an `EventGenerator` of `config`) may start with history records, those with
+    a Kafka timestamp of their own (`infra.backfill.AgingGenerator`): they are sent first, as fast as
+    possible and with that timestamp, and are not counted in `count` or `duration`, which then measure
+    the live traffic that follows (`count=0`: none).
+
     `framing` (contract §3): "single-object", "confluent" (through confluent-kafka's `AvroSerializer`
     and the registry at `registry_url`, as a Confluent producer does) or "mixed" (each event either
     way, drawn from the seed)."""
     from aiokafka import AIOKafkaProducer
 
     from schemas.codec import FastavroCodec
+    from schemas.topics import partition_for
 
     if count is None and duration is None:
         raise ValueError("give count or duration, or both")
@@ -215,6 +266,12 @@ async def produce(
         raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, not {framing!r}")
     confluent = await ConfluentSerializers.create(registry_url, codec) if framing != "single-object" else None
     draw = random.Random(config.seed ^ 0x5EED)
+
+    async def encode(topic: str, event: Event) -> bytes:
+        if confluent is not None and (framing == "confluent" or draw.random() < 0.5):
+            return await confluent.encode(topic, event)
+        return codec.encode(event)
+
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
@@ -231,37 +288,63 @@ async def produce(
     started = time.monotonic()
     tick = 0.05
     pending: list[asyncio.Future[object]] = []
+    records = (generator or EventGenerator(config)).records()
+    first_live: tuple[str, Event, int | None] | None = None
+
+    def tally(topic: str, event: Event, value: bytes) -> None:
+        summary.sent[type(event).__name__] += 1
+        summary.per_topic[topic] += 1
+        summary.bytes += len(value)
+        if keep is not None:
+            keep.append((topic, event))
+
+    async def send(kind: str, event: Event, ts: int | None) -> None:
+        topic = topic_of[kind]
+        value = await encode(topic, event)
+        pending.append(await producer.send(topic, value=value, key=event.vendor_id.encode(), timestamp_ms=ts))
+        tally(topic, event, value)
+        if len(pending) > 20000:
+            await _acknowledged(pending)
+            pending.clear()
+
     try:
-        events = iter(EventGenerator(config))
+        batches = BatchSender(producer, partition_for)
+        for kind, event, ts in records:  # the history, if any: as fast as possible, its own timestamps
+            if ts is None:
+                first_live = kind, event, ts
+                break
+            topic = topic_of[kind]
+            value = await encode(topic, event)
+            await batches.add(topic, event.vendor_id.encode(), value, ts)
+            tally(topic, event, value)
+            summary.history += 1
+            if on_progress and summary.history % 5000 == 0:
+                summary.elapsed = time.monotonic() - started
+                on_progress(summary)
+        if summary.history:
+            await batches.flush()
+            summary.history_elapsed = time.monotonic() - started
+        live_started = time.monotonic()
         while True:
-            elapsed = time.monotonic() - started
+            elapsed = time.monotonic() - live_started
+            live = summary.total - summary.history
             if duration is not None and elapsed >= duration:
                 break
             # How many events should have gone by now; send the difference (a token bucket of one tick).
             due = (count or 1 << 62) if rate <= 0 else int((elapsed + tick) * rate)
             if count is not None:
                 due = min(due, count)
-            if summary.total >= due:
-                if count is not None and summary.total >= count:
+            if live >= due:
+                if count is not None and live >= count:
                     break
                 await asyncio.sleep(tick)
                 continue
-            for _ in range(min(due - summary.total, 5000)):
-                kind, event = next(events)
-                topic = topic_of[kind]
-                if confluent is not None and (framing == "confluent" or draw.random() < 0.5):
-                    value = await confluent.encode(topic, event)
+            for _ in range(min(due - live, 5000)):
+                if first_live is not None:
+                    record, first_live = first_live, None
                 else:
-                    value = codec.encode(event)
-                pending.append(await producer.send(topic, value=value, key=event.vendor_id.encode()))
-                summary.sent[type(event).__name__] += 1
-                summary.per_topic[topic] += 1
-                summary.bytes += len(value)
-                if keep is not None:
-                    keep.append((topic, event))
-            if len(pending) > 20000:
-                await _acknowledged(pending)
-                pending.clear()
+                    record = next(records)
+                await send(*record)
             summary.elapsed = time.monotonic() - started
             if on_progress:
                 on_progress(summary)
@@ -320,6 +403,48 @@ class ConfluentSerializers:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+class BatchSender:
+    """Records grouped into one producer batch per partition, each sent when full (aiokafka's
+    `send_batch`): several times faster than a future per record, for history sent as fast as
+    possible. Partitions are the default partitioner's (murmur2 of the key), so a vendor's records
+    land where its live ones do. `flush()` sends what is left and waits until Kafka has it all."""
+
+    def __init__(self, producer: AIOKafkaProducer, partition_for: Callable[[bytes, int], int]) -> None:
+        self.producer = producer
+        self.partition_for = partition_for
+        self.open: dict[tuple[str, int], BatchBuilder] = {}
+        self.partitions: dict[str, int] = {}
+        self.pending: list[asyncio.Future[object]] = []
+
+    async def add(self, topic: str, key: bytes, value: bytes, ts: int | None) -> None:
+        """Add a record; `ts` None: the time it is added."""
+        count = self.partitions.get(topic)
+        if count is None:
+            count = self.partitions[topic] = len(await self.producer.partitions_for(topic))
+        tp = topic, self.partition_for(key, count)
+        batch = self.open.get(tp)
+        if batch is None:
+            batch = self.open[tp] = self.producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=ts) is None:  # full: send it, start another
+            await self._send(tp)
+            batch = self.open[tp] = self.producer.create_batch()
+            batch.append(key=key, value=value, timestamp=ts)
+        if len(self.pending) > 200:
+            await _acknowledged(self.pending)
+            self.pending.clear()
+
+    async def _send(self, tp: tuple[str, int]) -> None:
+        batch = self.open.pop(tp)
+        batch.close()
+        self.pending.append(await self.producer.send_batch(batch, tp[0], partition=tp[1]))
+
+    async def flush(self) -> None:
+        for tp in list(self.open):
+            await self._send(tp)
+        await _acknowledged(self.pending)
+        self.pending.clear()
 
 
 async def _acknowledged(pending: list[asyncio.Future[object]]) -> None:

@@ -3,7 +3,14 @@ local schema registry, unless VENDORPULSE_SCHEMA_REGISTRY_URL names one, with th
 
 Order: Kafka (the local broker of `vendorpulse kafka start`, unless KAFKA_BOOTSTRAP_SERVERS names a
 cluster), the contract's topics, `vendorpulse worker`, `vendorpulse api`, `vendorpulse simulate`; then it
-prints the dashboard URL with a development token and waits. Ctrl-C (or SIGTERM) stops the simulator,
+prints the dashboard URL with a development token and waits.
+
+History: when the input topics are empty, the simulator first sends 13 months of history
+(`simulate --backfill-days`: each record's Kafka timestamp just after its occurred_at, so it ages as a
+live log would), then goes live. `up` waits until the first vendor's snapshot shows twelve monthly
+bars before it prints the URL, so a first look shows a year, not one bar. The default volume
+(`HISTORY_EVENTS_PER_VENDOR`) keeps that wait short; `--history-days 0` skips it. A log that already
+holds input (a second `up` on the kept local broker) gets no second history. Ctrl-C (or SIGTERM) stops the simulator,
 the API and the worker in that order (SIGINT/SIGTERM, SIGKILL after a grace period) and the local broker
 if this command started it. A child that exits on its own stops the rest and the command fails with
 the tail of its log. Children run in their own sessions so a Ctrl-C reaches only this process, which
@@ -16,6 +23,7 @@ so the printed token is a development token; with a secret set, the token is sig
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -30,9 +38,13 @@ from pathlib import Path
 from infra.exceptions import InfraError
 from infra.kafka import LocalKafka
 from infra.registry import LocalRegistry, free_port
-from processors.topics_admin import ensure_topics
+from processors.topics_admin import ensure_topics, record_counts
 from schemas.settings import default_state_dir, kafka_settings
 from schemas.topics import Topics
+
+HISTORY_DAYS = 395.0
+"""13 months: the 12 monthly bars ending with this month, the oldest one whole"""
+HISTORY_EVENTS_PER_VENDOR = 3000
 
 
 class UpError(InfraError):
@@ -48,8 +60,12 @@ class UpConfig:
     simulate: bool = True
     registry: bool = False
     """a schema registry too (VENDORPULSE_SCHEMA_REGISTRY_URL's, else a local one) and both framings"""
+    history_days: float = HISTORY_DAYS
+    history_events: int = HISTORY_EVENTS_PER_VENDOR
+    """per vendor"""
     token_ttl: int = 24 * 3600
     ready_within: float = 120.0
+    history_within: float = 300.0
     grace: float = 10.0
     state_dir: Path = field(default_factory=default_state_dir)
 
@@ -121,7 +137,8 @@ class Stack:
             bootstrap = settings.bootstrap
         env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
         self.say(f"Kafka at {bootstrap}")
-        asyncio.run(ensure_topics(bootstrap, Topics.for_prefix(settings.topic_prefix), settings.partitions))
+        names = Topics.for_prefix(settings.topic_prefix)
+        asyncio.run(ensure_topics(bootstrap, names, settings.partitions))
         c = self.config
         if c.registry and not settings.schema_registry_url:
             self.say("starting the local schema registry (the first run builds it with Go)…")
@@ -135,6 +152,7 @@ class Stack:
             self.say(
                 f"schema registry at {env.get('VENDORPULSE_SCHEMA_REGISTRY_URL')}: both framings accepted"
             )
+        history = self._history_events(bootstrap, names)
         parts = [
             Child("worker", ["worker", "--loglevel", "warning"], self.logs / "worker.log"),
             Child("api", ["api", "--host", c.host, "--port", str(c.port)], self.logs / "api.log"),
@@ -143,7 +161,10 @@ class Stack:
             args = ["simulate", "--vendors", str(c.vendors), "--rate", str(c.rate), "--duration", "31536000"]
             if env.get("VENDORPULSE_SCHEMA_REGISTRY_URL"):
                 args += ["--framing", "mixed"]
+            if history:
+                args += ["--backfill-days", str(c.history_days), "--backfill-events", str(history)]
             parts.append(Child("simulator", args, self.logs / "simulator.log"))
+        started = time.monotonic()
         for child in parts:
             child.start(env)
             self.children.append(child)
@@ -153,7 +174,51 @@ class Stack:
         self._wait_ready(base)
         vendor = "vendor-001"
         token = _token(env, vendor, c.token_ttl)
+        if history:
+            self._wait_history(
+                bootstrap, names, history, f"{base}{METRICS_PATH.format(vendor)}", token, started
+            )
         return f"{base}/dashboard?token={token}", vendor
+
+    def _history_events(self, bootstrap: str, names: Topics) -> int:
+        """How many history events the simulator sends first: none if disabled or the log has input."""
+        c = self.config
+        if not c.simulate or c.history_days <= 0 or c.history_events <= 0:
+            return 0
+        held = sum(asyncio.run(record_counts(bootstrap, [names.orders, names.inventory])).values())
+        if held:
+            self.say(f"the input topics already hold {held:,} records: no history is added")
+            return 0
+        return c.history_events * c.vendors
+
+    def _wait_history(
+        self, bootstrap: str, names: Topics, events: int, metrics_url: str, token: str, started: float
+    ) -> None:
+        """Until the history is in Kafka, then until the first vendor's snapshot shows its 12 months."""
+        c = self.config
+        self.say(
+            f"history: {events:,} events ({c.history_events:,} per vendor) over the last "
+            f"{c.history_days:g} days, then live traffic…"
+        )
+        deadline = started + c.history_within
+        sent_after = None
+        while time.monotonic() < deadline:
+            self.check()
+            if sent_after is None:
+                held = sum(asyncio.run(record_counts(bootstrap, [names.orders, names.inventory])).values())
+                if held >= events:
+                    sent_after = time.monotonic() - started
+            elif _months_shown(metrics_url, token) >= 12:
+                self.say(
+                    f"history: sent in {sent_after:.1f} s, on the dashboard (12 monthly bars) after "
+                    f"{time.monotonic() - started:.1f} s; `up --history-days 0` skips it"
+                )
+                return
+            time.sleep(0.5)
+        self.say(
+            f"history: not all on the dashboard after {c.history_within:.0f} s; it fills in as the "
+            f"worker folds it (see {self.logs})"
+        )
 
     def _wait_ready(self, base: str) -> None:
         deadline = time.monotonic() + self.config.ready_within
@@ -193,6 +258,20 @@ class Stack:
             self.say("stopping the local schema registry…")
             self.registry.stop()
             self.registry = None
+
+
+METRICS_PATH = "/api/v1/analytics/vendors/{}/metrics"
+
+
+def _months_shown(url: str, token: str) -> int:
+    """Months with orders in the snapshot at `url` (0 while there is none or the API is not ready)."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            snapshot = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0
+    return sum(1 for month in snapshot.get("monthlyTrends", []) if month.get("orders", 0) > 0)
 
 
 def _url_host(host: str) -> str:

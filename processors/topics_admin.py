@@ -76,3 +76,48 @@ async def broker_count(bootstrap: str) -> int:
         return len(brokers)
     finally:
         await admin.close()
+
+
+async def record_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
+    """Records each topic holds now (end minus beginning offsets, summed over its partitions)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(names)
+    finally:
+        await admin.close()
+    tps = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
+    counts = dict.fromkeys(names, 0)
+    if not tps:
+        return counts
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, request_timeout_ms=15000)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+    finally:
+        await consumer.stop()
+    for tp in tps:
+        counts[tp.topic] += ends[tp] - starts[tp]
+    return counts
+
+
+async def retention_ms(bootstrap: str, names: list[str]) -> dict[str, int]:
+    """Each topic's `retention.ms` (-1: records are kept whatever their timestamp)."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        resources = [ConfigResource(ConfigResourceType.TOPIC, n, {"retention.ms": None}) for n in names]
+        out = {}
+        for response in await admin.describe_configs(resources):
+            for _, _, _, name, entries in response.resources:
+                for entry in entries:
+                    if entry[0] == "retention.ms":
+                        out[name] = int(entry[1])
+        return out
+    finally:
+        await admin.close()

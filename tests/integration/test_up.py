@@ -1,6 +1,7 @@
 """`vendorpulse up` as a user runs it: against the session's Kafka (KAFKA_BOOTSTRAP_SERVERS), it starts
-the worker, the API and the simulator, prints a dashboard URL whose token reads live numbers, and a
-Ctrl-C (SIGINT) stops every child and exits 0."""
+the worker, the API and the simulator, seeds 13 months of history into the empty topics, prints a
+dashboard URL whose token reads twelve monthly bars at once and then live numbers, and a Ctrl-C
+(SIGINT) stops every child and exits 0."""
 
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ def test_up_starts_everything_prints_the_dashboard_and_stops_on_ctrl_c(
         "VENDORPULSE_STATE_DIR": str(tmp_path / "state"),
         "VENDORPULSE_DATA_DIR": str(tmp_path / "worker-data"),
     }
-    command = [sys.executable, "-m", "infra", "up", "--port", str(port), "--vendors", "2", "--rate", "100"]
+    command = [
+        sys.executable, "-m", "infra", "up", "--port", str(port), "--vendors", "2", "--rate", "100",
+        "--history-events", "400",
+    ]  # fmt: skip
     if registry:  # the demo with a local schema registry and both framings (docs/REGISTRY.md)
         command.append("--registry")
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -61,14 +65,19 @@ def test_up_starts_everything_prints_the_dashboard_and_stops_on_ctrl_c(
         chart = httpx2.get(f"{base}/static/vendor/chartjs/chart.umd.min.js", timeout=5)
         assert chart.status_code == 200
         assert chart.text.startswith("/*!\n * Chart.js v4")
+        headers = {"Authorization": f"Bearer {token}"}
+        # The first look: the year of history is already folded, one bar a month.
+        first = httpx2.get(f"{base}/api/v1/analytics/vendors/vendor-001/metrics", headers=headers, timeout=5)
+        assert first.status_code == 200, first.text
+        months = first.json()["monthlyTrends"]
+        assert len(months) == 12
+        assert all(m["orders"] > 0 and m["revenue"] > 0 for m in months), months
         # The development token reads the simulated vendor's numbers as they grow.
         deadline, orders = time.monotonic() + 60, 0
         while orders == 0:
             assert time.monotonic() < deadline, "no orders counted within 60 s"
             response = httpx2.get(
-                f"{base}/api/v1/analytics/vendors/vendor-001/metrics",
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=5,
+                f"{base}/api/v1/analytics/vendors/vendor-001/metrics", headers=headers, timeout=5
             )
             assert response.status_code in (200, 503), response.text
             if response.status_code == 200:
@@ -83,6 +92,8 @@ def test_up_starts_everything_prints_the_dashboard_and_stops_on_ctrl_c(
     assert proc.returncode == 0, stderr
     assert time.monotonic() - started < 30
     assert "stopped." in stderr
+    assert "history: 800 events (400 per vendor) over the last 395 days" in stderr
+    assert "on the dashboard (12 monthly bars)" in stderr
     pids = [int(p) for p in re.findall(r"started \(pid (\d+),", stderr)]
     assert len(pids) == 3, stderr  # worker, API, simulator
     for pid in pids:  # every child was waited for: none is left running

@@ -1,0 +1,413 @@
+"""History benchmark: what the worker keeps, in memory and on disk, as months of traffic go by.
+
+    python -m bench.history [--events 2000000] [--vendors 200] [--lateness-days 20]
+                            [--whale-events 1000000] [--broker-compaction-defaults]
+
+A private Kafka broker (infra.kafka.LocalKafka on free ports) gets a log of `--events` events over
+6 L days of event time (L = `--lateness-days`), `--vendors` vendors, vendor-001 a whale with a fifth
+of the traffic, 1 % re-sends, ~3 % cancellations, catalog and stock changes; every record's Kafka
+timestamp is just after its occurred_at (infra.backfill), so the log ages as a live one would. The log
+is produced first; then `python -m infra worker` (as the product runs it, VENDORPULSE_LATENESS_DAYS=L)
+folds it, and each time its committed input offsets pass a quarter of the log the bench samples:
+- the worker's memory: VmRSS and VmHWM from /proc/<pid>/status;
+- bytes on disk (allocated blocks) of its store (VENDORPULSE_DATA_DIR) and of its changelog topic (the
+  broker's partition folders of that topic);
+- CPU per event folded in that quarter: utime + stime from /proc/<pid>/stat over the events committed.
+
+Then the worker stops, 1,000 new events are produced, and a worker on a fresh, empty data dir (same
+group and changelog) is timed until its committed offsets cover them (restore + fold), and until
+vendor-metrics has a snapshot of every vendor those events touch. Last, a log of `--whale-events`
+into a single vendor, by quarter as above.
+
+Kafka's cleaner compacts only closed segments, and the broker's defaults (64 MiB segments, cleanable
+at 50 % dirty, tombstones kept 24 h) would show no compaction within a benchmark's minutes. Unless
+`--broker-compaction-defaults` is given, the bench sets, on the changelog topic only and says so:
+segment.bytes 1 MiB, segment.ms 60 s, min.cleanable.dirty.ratio 0.1, delete.retention.ms 60 s.
+
+Prints tables with the issue's targets as pass/fail columns; writes bench/results/history.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from rich.console import Console
+from rich.table import Table
+
+from bench import machine
+from bench.processor import start_worker
+from bench.worker_watch import Broker, Sample, disk_mb, end_offsets, latest_versions, memory_mb
+from infra.backfill import AgingGenerator, Backfill
+from infra.chaos import free_base_port
+from infra.kafka import LocalKafka
+from infra.simulate import BatchSender, SimConfig
+from processors.topics_admin import ensure_topics
+from schemas.codec import FastavroCodec
+from schemas.events import Event
+from schemas.topics import Topics, partition_for
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+MIB = 1024 * 1024
+CHANGELOG_SETTINGS = {
+    "segment.bytes": str(MIB),
+    "segment.ms": "60000",
+    "min.cleanable.dirty.ratio": "0.1",
+    "delete.retention.ms": "60000",
+}
+SHOWN_CONFIGS = (
+    "cleanup.policy", "segment.bytes", "segment.ms", "min.cleanable.dirty.ratio",
+    "delete.retention.ms", "min.compaction.lag.ms", "retention.ms",
+)  # fmt: skip
+SOURCES = {1: "topic", 4: "broker file", 5: "Kafka default"}
+console = Console(width=max(120, Console().width))
+Records = Iterator[tuple[str, Event, int | None]]
+
+
+@dataclass
+class Run:
+    name: str
+    events: int
+    days: float
+    produce_s: float = 0.0
+    changelog: str = ""
+    changelog_configs: dict[str, dict[str, str]] = field(default_factory=dict)
+    samples: list[Sample] = field(default_factory=list)
+    restore: dict[str, float] = field(default_factory=dict)
+
+
+async def produce(bootstrap: str, topics: Topics, records: Records, n: int, what: str) -> float:
+    """Send the next `n` records (history with their own timestamps, live ones stamped now)."""
+    codec = FastavroCodec()
+    topic_of = {"orders": topics.orders, "inventory": topics.inventory}
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+        max_batch_size=512 * 1024, request_timeout_ms=120_000,
+    )  # fmt: skip
+    await producer.start()
+    started = time.monotonic()
+    try:
+        sender = BatchSender(producer, partition_for)
+        for i in range(1, n + 1):
+            kind, event, ts = next(records)
+            await sender.add(topic_of[kind], event.vendor_id.encode(), codec.encode(event), ts)
+            if n >= 100_000 and i % (n // 10) == 0:
+                console.print(
+                    f"  {what}: produced {i:,} of {n:,} ({i / (time.monotonic() - started):,.0f}/s)"
+                )
+        await sender.flush()
+    finally:
+        await producer.stop()
+    return time.monotonic() - started
+
+
+# -- one log, folded by one worker -----------------------------------------------------------------
+async def fold(
+    run: Run, bootstrap: str, prefix: str, kafka_data: Path, data: Path, env: dict[str, str],
+    compaction: bool, steps: int = 20,
+) -> None:  # fmt: skip
+    """Start a worker on the produced log; sample every 1/steps of it (the quarters among them)."""
+    topics = Topics.for_prefix(prefix)
+    inputs = {topics.orders, topics.inventory}
+    ends = await end_offsets(bootstrap, sorted(inputs))
+    total = sum(ends.values())
+    proc = start_worker(bootstrap, prefix, data, run.name, None, env)
+    store = data / run.name
+    started = time.monotonic()
+    try:
+        async with Broker(bootstrap, prefix) as broker:
+            run.changelog = await broker.changelog()
+            before = await broker.configs(run.changelog)
+            if compaction:
+                await broker.set_configs(run.changelog, CHANGELOG_SETTINGS)
+            after = await broker.configs(run.changelog)
+            run.changelog_configs = {
+                "before": {
+                    k: f"{before[k][0]} ({SOURCES.get(before[k][1], before[k][1])})" for k in SHOWN_CONFIGS
+                },
+                "after": {
+                    k: f"{after[k][0]} ({SOURCES.get(after[k][1], after[k][1])})" for k in SHOWN_CONFIGS
+                },
+            }
+            partitions = [kafka_data / f"{run.changelog}-{p}" for p in range(6)]
+            step, done, last_progress, stalled_at = 1, 0, started, 0
+            while step <= steps:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the worker exited with {proc.returncode}; see {data / run.name}.log")
+                done = sum(min(o, ends[tp]) for tp, o in (await broker.committed(inputs)).items())
+                now = time.monotonic()
+                if done > stalled_at:
+                    stalled_at, last_progress = done, now
+                elif now - last_progress > 300:
+                    raise RuntimeError(f"no input committed for 300 s at {done:,} of {total:,}")
+                while step <= steps and done >= total * step / steps:
+                    sample = Sample.take(step / steps, now - started, done, proc.pid, store, partitions)
+                    run.samples.append(sample)
+                    if step * 4 % steps == 0:
+                        console.print(
+                            f"  {run.name}: {sample.fraction:.0%} folded after {sample.wall_s:.0f}s"
+                        )
+                    step += 1
+                await asyncio.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+
+
+async def restore(
+    run: Run, bootstrap: str, prefix: str, records: Records, data: Path, env: dict[str, str], n: int = 1000
+) -> None:
+    """Produce `n` new events, then time a worker on an empty data dir until it has folded them."""
+    topics = Topics.for_prefix(prefix)
+    inputs = {topics.orders, topics.inventory}
+    new: list[tuple[str, Event, int | None]] = []
+
+    def tee() -> Records:
+        for record in records:
+            new.append(record)
+            yield record
+
+    await produce(bootstrap, topics, tee(), n, "new events")
+    ends = await end_offsets(bootstrap, sorted(inputs))
+    metrics_from = await end_offsets(bootstrap, [topics.metrics])
+    waiting = await latest_versions(bootstrap, metrics_from, {e.vendor_id for _, e, _ in new})
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    consumer.assign(list(metrics_from))
+    for tp, offset in metrics_from.items():
+        consumer.seek(tp, offset)
+    name = f"{run.name}-fresh"
+    started = time.monotonic()
+    proc = start_worker(bootstrap, prefix, data, name, None, env)
+    result: dict[str, float] = {"vendors_touched": len(waiting)}
+    try:
+        async with Broker(bootstrap, prefix) as broker:
+            while "snapshots_s" not in result or "committed_s" not in result:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"the fresh worker exited with {proc.returncode}; see {data / name}.log"
+                    )
+                if time.monotonic() - started > 900:
+                    raise RuntimeError(f"the fresh worker did not fold the new events in 900 s: {result}")
+                batch = await consumer.getmany(timeout_ms=200)
+                for r in (r for rs in batch.values() for r in rs if r.key and r.value):
+                    vendor = r.key.decode()
+                    if vendor in waiting and orjson.loads(r.value)["version"] > waiting[vendor]:
+                        del waiting[vendor]  # a snapshot that contains its new events
+                if "snapshots_s" not in result and not waiting:
+                    result["snapshots_s"] = time.monotonic() - started
+                committed = await broker.committed(inputs)
+                if "committed_s" not in result and all(committed.get(tp, 0) >= o for tp, o in ends.items()):
+                    result["committed_s"] = time.monotonic() - started
+                    rss, _ = memory_mb(proc.pid)
+                    result |= {
+                        "rss_mb": rss,
+                        "store_mb": disk_mb([data / name]),
+                        "load_1m": os.getloadavg()[0],
+                    }
+    finally:
+        await consumer.stop()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    run.restore = result | {"events": n}
+
+
+async def run_log(
+    name: str, config: SimConfig, events: int, days: float, args: argparse.Namespace, bootstrap: str,
+    kafka_data: Path, data: Path,
+) -> Run:  # fmt: skip
+    prefix = f"h{name}{uuid.uuid4().hex[:6]}-"
+    topics = Topics.for_prefix(prefix)
+    await ensure_topics(bootstrap, topics, 6)
+    run = Run(name, events, days)
+    backfill = Backfill(days, events, int(time.time() * 1000), growth=1.0)  # steady traffic
+    records = AgingGenerator(config, backfill).records()
+    console.print(
+        f"[bold]{name}[/]: {events:,} events over {days:g} days of event time, topic prefix {prefix}"
+    )
+    run.produce_s = await produce(bootstrap, topics, records, events, name)
+    env = {"VENDORPULSE_LATENESS_DAYS": str(args.lateness_days)}
+    await fold(run, bootstrap, prefix, kafka_data, data, env, not args.broker_compaction_defaults)
+    if name == "log":
+        await restore(run, bootstrap, prefix, records, data, env)
+    return run
+
+
+def quarters(run: Run) -> list[tuple[int, Sample, float | None]]:
+    """(quarter, its last sample, CPU µs per event folded in it; None when the offsets committed
+    jumped past the quarter's start and end at once: it was folded between two of the bench's looks)."""
+    steps = len(run.samples)
+    out: list[tuple[int, Sample, float | None]] = []
+    previous: Sample | None = None
+    for i, sample in enumerate(run.samples):
+        if (i + 1) * 4 % steps == 0:
+            cpu, done = (previous.cpu_s, previous.committed) if previous else (0.0, 0)
+            folded = sample.committed - done
+            separate = previous is None or sample.wall_s > previous.wall_s
+            out.append(
+                (
+                    (i + 1) * 4 // steps,
+                    sample,
+                    (sample.cpu_s - cpu) / folded * 1e6 if folded and separate else None,
+                )
+            )
+            previous = sample
+    return out
+
+
+def targets(run: Run) -> list[tuple[str, str, str, bool]]:
+    q = {n: (s, cpu) for n, s, cpu in quarters(run)}
+    (s1, _), (s2, cpu2), (s4, cpu4) = q[1], q[2], q[4]
+    rows: list[tuple[str, str, str, bool]]
+    if len({s.wall_s for s, _ in q.values()}) < 4 or cpu2 is None or cpu4 is None:
+        why = "n/a: quarters folded between two looks of the bench (0.5 s); give more --events"
+        rows = [("RSS, CPU and disk by quarter", "the issue's", why, False)]
+    else:
+        rows = [
+            ("RSS growth, end of Q2 to the end", "< 10 %", f"{(s4.rss_mb / s2.rss_mb - 1) * 100:+.1f} %",
+             s4.rss_mb < s2.rss_mb * 1.10),
+            ("CPU per event, Q4 / Q2", "<= 1.2x", f"{cpu4 / cpu2:.2f}x", cpu4 <= cpu2 * 1.2),
+            ("store on disk, end of Q1 (1.5 L days) to the end", "stops growing (< 10 %)",
+             f"{(s4.store_mb / max(s1.store_mb, 1e-9) - 1) * 100:+.1f} %", s4.store_mb < s1.store_mb * 1.10),
+            ("changelog on disk, end of Q1 to the end", "stops growing (< 10 %)",
+             f"{(s4.changelog_mb / max(s1.changelog_mb, 1e-9) - 1) * 100:+.1f} %",
+             s4.changelog_mb < s1.changelog_mb * 1.10),
+        ]  # fmt: skip
+    if "committed_s" in run.restore:
+        restored = run.restore["committed_s"]
+        rows.append(
+            ("fresh-disk restore + fold 1,000 new events", "< 60 s", f"{restored:.1f} s", restored < 60)
+        )
+    return rows
+
+
+def print_run(run: Run) -> None:
+    table = Table(title=f"{run.name}: {run.events:,} events over {run.days:g} days, by quarter of the log")
+    for column in ("quarter", "folded", "≈ event days", "wall s", "RSS MB", "HWM MB", "store MB",
+                   "changelog MB", "CPU µs/event", "load 1m"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for n, s, cpu in quarters(run):
+        table.add_row(
+            f"Q{n}", f"{s.committed:,}", f"{s.fraction * run.days:.0f}", f"{s.wall_s:.0f}", f"{s.rss_mb:.0f}",
+            f"{s.hwm_mb:.0f}", f"{s.store_mb:.1f}", f"{s.changelog_mb:.1f}", "—" if cpu is None else f"{cpu:.0f}", f"{s.load_1m:.1f}",
+        )  # fmt: skip
+    console.print(table)
+    if run.restore:
+        r = run.restore
+        console.print(
+            f"fresh disk: committed past {r['events']:,.0f} new events after {r['committed_s']:.1f} s "
+            f"(RSS {r['rss_mb']:.0f} MB, store {r['store_mb']:.1f} MB); a snapshot with them for all "
+            f"{r['vendors_touched']:.0f} vendors they touch on vendor-metrics after {r['snapshots_s']:.1f} s "
+            f"(load {r['load_1m']:.1f})"
+        )
+    check = Table(title=f"{run.name}: the issue's targets")
+    for column in ("measure", "target", "measured", "pass"):
+        check.add_column(column)
+    for measure, target, measured, ok in targets(run):
+        check.add_row(measure, target, measured, "[green]pass[/]" if ok else "[red]FAIL[/]")
+    console.print(check)
+
+
+def print_configs(run: Run, compaction: bool) -> None:
+    table = Table(title=f"changelog topic {run.changelog}")
+    for column in ("config", "as the worker created it", "during the bench"):
+        table.add_column(column)
+    for key in SHOWN_CONFIGS:
+        table.add_row(key, run.changelog_configs["before"][key], run.changelog_configs["after"][key])
+    console.print(table)
+    if compaction:
+        console.print(
+            "the bench SET these on the changelog topic so that compaction shows within minutes: "
+            + ", ".join(f"{k}={v}" for k, v in CHANGELOG_SETTINGS.items())
+        )
+
+
+def write_results(about: dict[str, Any], args: argparse.Namespace, runs: list[Run]) -> None:
+    out = {
+        "machine": machine(about["load_average_at_start"]),
+        "args": vars(args),
+        "changelog_settings_set": {} if args.broker_compaction_defaults else CHANGELOG_SETTINGS,
+        "runs": [
+            asdict(run)
+            | {
+                "quarters": [
+                    {"quarter": n, "cpu_us_per_event": cpu, **asdict(s)} for n, s, cpu in quarters(run)
+                ],
+                "targets": [
+                    dict(zip(("measure", "target", "measured", "pass"), t, strict=True)) for t in targets(run)
+                ],
+            }
+            for run in runs
+        ],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "history.json").write_text(json.dumps(out, indent=2))
+    console.print(f"wrote {RESULTS / 'history.json'}; load average now {os.getloadavg()[0]:.2f}")
+
+
+async def main_async(
+    args: argparse.Namespace, about: dict[str, Any], bootstrap: str, kafka_data: Path, data: Path
+) -> None:
+    lateness = args.lateness_days
+    days = 6 * lateness
+    marketplace = SimConfig(
+        vendors=args.vendors, products=50, customers=5000, seed=12, whale_share=0.2, resend_rate=0.01
+    )
+    runs = [await run_log("log", marketplace, args.events, days, args, bootstrap, kafka_data, data)]
+    print_configs(runs[0], not args.broker_compaction_defaults)
+    print_run(runs[0])  # now: the whale run takes a while longer
+    write_results(about, args, runs)
+    if args.whale_events:
+        one = SimConfig(vendors=1, products=200, customers=50_000, seed=13, resend_rate=0.01)
+        runs.append(await run_log("whale", one, args.whale_events, days, args, bootstrap, kafka_data, data))
+        print_run(runs[1])
+        write_results(about, args, runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=2_000_000, help="events in the marketplace log")
+    parser.add_argument("--vendors", type=int, default=200)
+    parser.add_argument("--lateness-days", type=int, default=20, help="L: the log spans 6 L days")
+    parser.add_argument(
+        "--whale-events", type=int, default=1_000_000, help="events of the one-vendor log (0: none)"
+    )
+    parser.add_argument(
+        "--broker-compaction-defaults", action="store_true",
+        help="leave the changelog topic's configs as the worker created them",
+    )  # fmt: skip
+    parser.add_argument("--keep", action="store_true", help="keep the broker's and workers' folders")
+    args = parser.parse_args()
+    about = machine([round(x, 2) for x in os.getloadavg()])
+    state = Path(tempfile.mkdtemp(prefix="vp-bench-history-"))
+    (state / "workers").mkdir()
+    # below the ephemeral port range (32768+), where a client's socket may hold a port the check saw free
+    kafka = LocalKafka(1, free_base_port(26092, nodes=1), state / "broker")
+    try:
+        bootstrap = kafka.start()
+        console.print(f"private broker {bootstrap}, state in {state}")
+        asyncio.run(main_async(args, about, bootstrap, kafka.nodes[0].home / "data", state / "workers"))
+    finally:
+        kafka.stop(timeout=10)
+        if not args.keep:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
