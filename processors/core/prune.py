@@ -6,14 +6,15 @@ from bisect import bisect_right
 
 from processors.core.calendar import DAY_MS, month_of_day
 from processors.core.snapshot import TREND_MONTHS
-from processors.core.state import State, occurred, pin, reshare
+from processors.core.state import DayBucket, State, occurred, pin, reshare
 from processors.exceptions import PeriodError
 
 
 def prune(state: State, before_ms: int, period_days: int = 30) -> None:
     """Drop what no snapshot with as_of >= before_ms and a period <= period_days can read, and raise the
-    floor to before_ms: day buckets before the earliest window, months before the earliest trend, catalog
-    versions superseded before it, timeline entries dated at or before it.
+    floor to before_ms: day buckets before the earliest window (and all but the totals of the previous
+    window's), months before the earliest trend, catalog versions superseded before it, timeline entries
+    dated at or before it.
 
     The history is untouched (what it forgets is the horizon's business, contract §4.1). Snapshots as of
     earlier instants, or over longer periods, are no longer exact afterwards.
@@ -26,8 +27,12 @@ def prune(state: State, before_ms: int, period_days: int = 30) -> None:
     state.floor = max(state.floor, before_ms)
     state.kept_from_day = max(state.kept_from_day, first_day)
     state.kept_from_month = max(state.kept_from_month, first_month)
+    state.full_from_day = max(state.full_from_day, day - period_days + 1)  # the current window's first
     for d in [d for d in state.days if d < state.kept_from_day]:
         del state.days[d]
+    for d, bucket in state.days.items():
+        if d < state.full_from_day and (bucket.products or bucket.customers):
+            state.days[d] = DayBucket(bucket.revenue, bucket.orders)  # the previous window's: totals only
     for m in [m for m in state.months if m < state.kept_from_month]:
         del state.months[m]
     kept = []

@@ -22,7 +22,9 @@ as of now, and now only grows), so the timeline holds only events dated in the f
 its as-of instant; tests leave it at `NO_FLOOR` and may ask any T. `prune(before)` drops the day buckets,
 months and catalog versions no snapshot as of `before` or later reads (the worker prunes at each UTC
 midnight), and remembers how far back it dropped them (`kept_from_day`, `kept_from_month`): an order
-dated before those counts in no bucket, before and after a prune alike.
+dated before those counts in no bucket, before and after a prune alike. The days of the previous window
+(before `full_from_day`) keep only their revenue and order count, which is all a snapshot reads of them:
+T only grows, so they never come back into a current window.
 
 The timeline's entries: `(occurred_at, kind, key, delta, order)`: a placement (kind 0, key = order id,
 `order` the placed `Order`), a cancellation that made an order's cancel time earlier (kind 1, `order` the
@@ -34,7 +36,8 @@ history lookup.
 Source of truth (encoded by `dumps`): `vendor_id`; `version` (+1 per applied event); `currency` (of the
 first accepted OrderPlaced); `offsets` ("topic:partition" -> last applied offset: the caller's, carried so
 a restored state knows what input it contains); `clocks` ([orders, inventory]: the greatest record
-timestamp read per topic, contract §4.1); `floor`; `kept_from_day`/`kept_from_month`; `days`; `months`;
+timestamp read per topic, contract §4.1); `floor`; `kept_from_day`/`kept_from_month`/`full_from_day`;
+`days`; `months`;
 `products` (product_id -> Product: `stock`, the sum of every delta, and `versions`, the catalog values
 (occurred_at, name, category, active, threshold) that can still be "the last ProductUpserted in log order
 with occurred_at <= T" for some T >= floor; a version followed in the log by one dated at or before it can
@@ -112,6 +115,7 @@ class State:
     floor: int = NO_FLOOR
     kept_from_day: int = NO_FLOOR
     kept_from_month: int = NO_FLOOR
+    full_from_day: int = NO_FLOOR
     products: dict[str, Product] = field(default_factory=dict)
     timeline: dict[int, list[Entry]] = field(default_factory=dict)
     timeline_days: list[int] = field(default_factory=list)
@@ -316,6 +320,12 @@ def add_order(state: State, order: Order, sign: int) -> None:
     bucket = state.days.get(day)
     if bucket is None:
         bucket = state.days[day] = DayBucket()
+    if day < state.full_from_day:  # in the previous window only: its totals are all a snapshot reads
+        bucket.revenue += sign * order.total
+        bucket.orders += sign
+        if not bucket.orders:
+            del state.days[day]
+        return
     fold = _add_order if sign > 0 else _remove_order  # fold_order without its call: the hot path
     fold(bucket, order)
     if not bucket.orders:

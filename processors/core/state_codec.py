@@ -3,7 +3,7 @@
 Encoding (`dumps`/`loads`): orjson, sorted keys, no whitespace, so equal states give equal bytes::
 
     {"format": 2, "vendorId": str, "version": int, "currency": str|null, "offsets": {str: int},
-     "clocks": [int|null, int|null], "floor": int, "keptFrom": [day, month],
+     "clocks": [int|null, int|null], "floor": int, "keptFrom": [day, month, day],
      "days": [[day, revenue, orders, {productId: [revenue, units]}, {category: [revenue, orders]},
                {customerId: orders}]],
      "months": [[month, revenue, orders]],
@@ -53,7 +53,7 @@ def dumps(state: State) -> bytes:
         "offsets": state.offsets,
         "clocks": state.clocks,
         "floor": state.floor,
-        "keptFrom": [state.kept_from_day, state.kept_from_month],
+        "keptFrom": [state.kept_from_day, state.kept_from_month, state.full_from_day],
         "days": [
             [d, b.revenue, b.orders, b.products, b.categories, b.customers]
             for d, b in sorted(state.days.items())
@@ -110,7 +110,7 @@ def _build(doc: dict[str, Any], history: History, lateness_days: int) -> State:
     state.offsets = {str(k): int(v) for k, v in doc["offsets"].items()}
     state.clocks = [None if c is None else int(c) for c in doc["clocks"]]
     state.floor = int(doc["floor"])
-    state.kept_from_day, state.kept_from_month = (int(x) for x in doc["keptFrom"])
+    state.kept_from_day, state.kept_from_month, state.full_from_day = (int(x) for x in doc["keptFrom"])
     names = state.names
     for day, revenue, orders, products, categories, customers in doc["days"]:
         state.days[day] = DayBucket(

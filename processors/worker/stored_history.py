@@ -37,7 +37,7 @@ class HistoryMemory:
     `pending`: history keys changed since their vendor's last checkpoint; past `pending_limit` the
     worker checkpoints the vendors that hold the most (`processors.fold.VendorStates.flush`)."""
 
-    cache_limit: int = 100_000
+    cache_limit: int = 20_000
     pending_limit: int = 400_000
     cache: OrderedDict[bytes, Any] = field(default_factory=OrderedDict)
     pending: int = 0

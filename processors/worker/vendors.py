@@ -102,7 +102,10 @@ class VendorStates:
         log = self.vendor(vendor_id, partition)
         state = log.state
         if state.floor < self.floor:
-            state.floor = self.floor
+            if state.floor // DAY_MS == self.floor // DAY_MS:
+                state.floor = self.floor
+            else:  # a vendor first seen today (or loaded before the first batch): keep only what today reads
+                prune(state, self.floor, self.period_days)
         source = f"{topic}:{partition}"
         if offset <= state.offsets.get(source, -1):
             self.counts.redelivered += 1

@@ -500,7 +500,7 @@ def test_stored_state_round_trips_deterministically() -> None:
 PINNED = (
     b'{"clocks":[1685577606000,1685577609000],"currency":"USD","days":[[19792,250,1,{"p1":[100,2],'
     b'"p2":[100,1],"p3":[50,1]},{"books":[100,1],"toys":[150,1]},{"c1":1}]],"floor":1710028800000,'
-    b'"format":2,"keptFrom":[19733,24279],"months":[[24288,9,1],[24290,250,1]],"offsets":{"orders:0":9},'
+    b'"format":2,"keptFrom":[19733,24279,19763],"months":[[24288,9,1],[24290,250,1]],"offsets":{"orders:0":9},'
     b'"products":{"p1":[-3,[[1709283600000,"Kite","toys",true,10],[1710043200000,"Red kite","toys",false,'
     b'5]]],"p4":[12,[]]},"timeline":[[19792,[[1710032400000,0,"o1",0,["o1",1710032400000,"c1",250,[["p1",'
     b'"toys",2,50],["p2","books",1,100],["p3","toys",1,50]],null]],[1710036000000,0,"o2",0,["o2",'
