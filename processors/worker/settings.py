@@ -25,7 +25,7 @@ class WorkerSettings(KafkaSettings):
         default="auto", description="rocksdb, memory, or auto (rocksdb where rocksdict imports)"
     )
     history_cache: int = Field(
-        default=100_000,
+        default=20_000,
         ge=0,
         description="history values (ids, orders, first orders) kept decoded, all vendors",
     )
