@@ -218,12 +218,16 @@ def _add_order(bucket: DayBucket, order: Order) -> int:
 
 def repeated_categories(items: tuple[Line, ...]) -> tuple[str, ...]:
     """`Order.repeated` of these lines."""
-    if len(items) > 1 and len(set(map(category_of, items))) < len(items):
-        repeated = list(map(category_of, items))
-        for category in dict.fromkeys(repeated):
-            repeated.remove(category)
-        return tuple(repeated)
-    return ()
+    if len(items) < 2:
+        return ()
+    if len(items) == 2:
+        return (items[1][1],) if items[0][1] == items[1][1] else ()
+    if len(set(map(category_of, items))) == len(items):
+        return ()
+    repeated = list(map(category_of, items))
+    for category in dict.fromkeys(repeated):
+        repeated.remove(category)
+    return tuple(repeated)
 
 
 def make_order(

@@ -176,7 +176,7 @@ class BatchLoop:
         partitions: set[int] = set()
         seen: set[TP] = set()
         seeks: dict[TP, int] = {}
-        handle = states.handle
+        handle, handle_run = states.handle, states.handle_run
         for chunk in chunks:
             if chunk.generation != generation:
                 continue  # stale: read again after the rebalance's seek
@@ -185,8 +185,7 @@ class BatchLoop:
             seen.add(tp)
             topic, partition = tp.topic, tp.partition
             if positions.run(tp, records[0].offset, records[-1].offset, len(records)):
-                for r in records:  # the common case: exactly the offsets expected next
-                    outputs += handle(topic, partition, r.offset, r.key, r.value, r.timestamp)
+                outputs += handle_run(topic, partition, records)  # the common case: the offsets expected next
                 partitions.add(partition)
                 continue
             for r in records:

@@ -9,8 +9,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from processors.core.calendar import DAY_MS
 from processors.core.history import Order, OrderEntry
 from processors.core.state import INVENTORY, NO_FLOOR, ORDERS, State, horizon
@@ -21,7 +19,9 @@ from processors.worker.table_layout import (
     ORDER_IDS,
     Get,
     Write,
+    decode_index,
     decode_value,
+    encode_index,
     encode_value,
 )
 
@@ -90,11 +90,20 @@ class StoredHistory:
         self.memory.cache.pop(self.prefix + key, None)
 
     def seen(self, event_id: str) -> int | None:
-        value: int | None = self._value(IDS + event_id.encode())
-        return value
+        # Not cached: an id is looked up once, when its event comes (a re-send is rare), and caching every
+        # id would push out the first orders and orders the cache is for.
+        key = IDS + event_id.encode()
+        value = self.pending.get(key)
+        if value is not None:
+            return None if value is DELETED else int(value)
+        self.reads += 1
+        data = self.get(self.prefix + key)
+        return None if data is None else int(decode_value(key, data))
 
     def mark_seen(self, event_id: str, occurred_at: int) -> None:
-        self._put(IDS + event_id.encode(), occurred_at)
+        key = IDS + event_id.encode()
+        self._set_pending(key, occurred_at)
+        self.unfiled.add(key)
 
     def order(self, order_id: str) -> OrderEntry | None:
         entry: OrderEntry | None = self._value(ORDER_IDS + order_id.encode())
@@ -144,8 +153,8 @@ class StoredHistory:
                     data = self.raw.pop(relative) if relative in self.raw else self.get(index)
                     self._set_pending(relative, DELETED)
                     self.unfiled.discard(relative)
-                    for key in orjson.loads(data) if data else ():
-                        k = kind + key.encode()
+                    for key in decode_index(data) if data else ():
+                        k = kind + key
                         value = self._value(k)
                         if value is not None and _time_of(kind, value) < h:
                             self._set_pending(k, DELETED)
@@ -160,7 +169,7 @@ class StoredHistory:
     def checkpoint_writes(self) -> list[Write]:
         """The history writes since the last checkpoint, with the expiry index records that file them; the
         heap's pending changes are cleared (the caller writes them to the table at once)."""
-        filed: dict[tuple[bytes, int], list[str]] = {}
+        filed: dict[tuple[bytes, int], list[bytes]] = {}
         for key in self.unfiled:
             kind = key[:1]
             if kind == CUSTOMERS:
@@ -168,7 +177,7 @@ class StoredHistory:
             value = self.pending[key]
             if value is DELETED:
                 continue
-            filed.setdefault((kind, _time_of(kind, value) // DAY_MS), []).append(key[1:].decode())
+            filed.setdefault((kind, _time_of(kind, value) // DAY_MS), []).append(key[1:])
         writes: list[Write] = [
             (key, encode_value(key, None if value is DELETED else value))
             for key, value in self.pending.items()
@@ -178,7 +187,7 @@ class StoredHistory:
         for (kind, day), keys in sorted(filed.items()):
             n = self.expiry[kind].get(day, 0)
             self.expiry[kind][day] = n + 1
-            writes.append((EXPIRY + kind + b"%08x%08x" % (day, n), orjson.dumps(sorted(keys))))
+            writes.append((EXPIRY + kind + b"%08x%08x" % (day, n), encode_index(sorted(keys))))
         self.pending, self.unfiled, self.raw = {}, set(), {}
         return writes
 

@@ -16,7 +16,8 @@ control character, `processors.intake.vendor_of`):
     <vendor> 02 o <order_id>          history: the order id's `OrderEntry` (placement, waiting cancellations)
     <vendor> 02 c <customer_id>       history: the customer's first order (never deleted)
     <vendor> 02 x <i|o> <day:08x> <n:08x>  expiry index: the history keys written by one checkpoint whose
-                                      time falls on that day (the n-th such record of the day)
+                                      time falls on that day (the n-th such record of the day), each
+                                      as u32 length + the id
     00 "watermark:" <partition>       per table partition: {input topic: next offset to fold}
     00 "vendors:" <partition>         per table partition: the vendors stored in it
 
@@ -295,6 +296,26 @@ class TailBatch:
             )
         except (struct.error, ValueError, KeyError, TypeError) as exc:
             raise StateFormatError(f"unreadable tail batch: {exc}") from exc
+
+
+def encode_index(keys: Iterable[bytes]) -> bytes:
+    """An expiry index record: the keys (relative to the vendor's history prefix, kind byte stripped),
+    each as u32 length + bytes."""
+    return b"".join(_U32.pack(len(k)) + k for k in keys)
+
+
+def decode_index(data: bytes) -> list[bytes]:
+    try:
+        keys, pos = [], 0
+        while pos < len(data):
+            (n,) = _U32.unpack_from(data, pos)
+            keys.append(data[pos + 4 : pos + 4 + n])
+            pos += 4 + n
+        if pos != len(data):
+            raise ValueError("a key runs past the end")
+        return keys
+    except (struct.error, ValueError) as exc:
+        raise StateFormatError(f"unreadable expiry index record: {exc}") from exc
 
 
 # --- history values ------------------------------------------------------------------------------------

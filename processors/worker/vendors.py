@@ -10,7 +10,8 @@ unflushed. `flush(partition)` gives the table writes that persist a partition's 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, Protocol
 
 import orjson
 
@@ -25,6 +26,26 @@ from processors.worker.stored_history import HistoryMemory
 from processors.worker.vendor_log import VendorLog
 from schemas.codec import Codec
 from schemas.events import OrderPlaced
+
+
+class Consumed(Protocol):
+    """What the worker reads of an input record (aiokafka's `ConsumerRecord` has it)."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int: ...
+
+
+class InputRecord(NamedTuple):
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
 
 
 class VendorStates:
@@ -63,6 +84,8 @@ class VendorStates:
         self.early_checkpoints = 0
         """vendors checkpointed early because the history in the heap passed its limit"""
         self.current_day: int | None = None
+        self._vendor_keys: dict[bytes, str] = {}
+        """Record keys already read as vendor ids (a few hundred distinct keys carry all the input)."""
         self.flushed: set[str] = set()
         """The vendors the last `flush` wrote."""
         self.floor = NO_FLOOR
@@ -95,25 +118,54 @@ class VendorStates:
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, ts: int = -1
     ) -> list[Record]:
         """Fold one input record (`ts` its Kafka timestamp in ms, < 0 for none); the records to produce."""
-        self.counts.records += 1
-        vendor_id = vendor_of(key)
-        if vendor_id is None:
-            return [self._dead(topic, partition, offset, key, value, BAD_KEY)]
-        log = self.vendor(vendor_id, partition)
-        state = log.state
-        if state.floor < self.floor:
-            if state.floor // DAY_MS == self.floor // DAY_MS:
-                state.floor = self.floor
-            else:  # a vendor first seen today (or loaded before the first batch): keep only what today reads
-                prune(state, self.floor, self.period_days)
+        return self.handle_run(topic, partition, [InputRecord(offset, key, value, ts)])
+
+    def handle_run(self, topic: str, partition: int, records: Iterable[Consumed]) -> list[Record]:
+        """Fold records of one input partition, in offset order; the records to produce. The loop reads
+        what every record shares (the source, the partition's dirty set) once."""
+        counts = self.counts
+        dirty = self.dirty_by_partition.get(partition)
+        if dirty is None:
+            dirty = self.dirty_by_partition[partition] = set()
         source = f"{topic}:{partition}"
-        if offset <= state.offsets.get(source, -1):
-            self.counts.redelivered += 1
-            return []
-        state.offsets[source] = offset
-        log.offsets_dirty = True
-        self.dirty_by_partition.setdefault(partition, set()).add(vendor_id)
         on_orders = topic == self.orders_topic
+        keys = self._vendor_keys
+        floor = self.floor
+        out: list[Record] = []
+        for r in records:
+            counts.records += 1
+            key = r.key
+            vendor_id = keys.get(key) if key is not None else None
+            if vendor_id is None:
+                vendor_id = vendor_of(key)
+                if vendor_id is None:
+                    out.append(self._dead(topic, partition, r.offset, key, r.value, BAD_KEY))
+                    continue
+                if len(keys) < 100_000:
+                    keys[key] = vendor_id  # type: ignore[index]  # not None: vendor_of took it
+            log = self.vendors.get(vendor_id) or self.vendor(vendor_id, partition)
+            state = log.state
+            if state.floor < floor:
+                if state.floor // DAY_MS == floor // DAY_MS:
+                    state.floor = floor
+                else:  # a vendor first seen today (or loaded before the first batch): keep what today reads
+                    prune(state, floor, self.period_days)
+            offset = r.offset
+            offsets = state.offsets
+            if offset <= offsets.get(source, -1):
+                counts.redelivered += 1
+                continue
+            offsets[source] = offset
+            log.offsets_dirty = True
+            dirty.add(vendor_id)
+            out += self._fold(log, topic, partition, offset, key, r.value, r.timestamp, on_orders)
+        return out
+
+    def _fold(
+        self, log: VendorLog, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+        ts: int, on_orders: bool,
+    ) -> list[Record]:  # fmt: skip
+        state = log.state
         event = read_event(self.codec, value, on_orders)
         if isinstance(event, Refusal):
             if event.code == "wrong_topic":
@@ -125,15 +177,10 @@ class VendorStates:
         if outcome.status is Status.APPLIED:
             self.counts.applied += 1
             log.applied(self.codec.stored_form(value, event), event)  # restorable without a registry
-            self.snapshot_due.add(vendor_id)
+            self.snapshot_due.add(state.vendor_id)
             if isinstance(event, OrderPlaced):
-                return [
-                    Record(
-                        self.activity_topic,
-                        event.vendor_id.encode(),
-                        orjson.dumps(order_notice(event, state.version)),
-                    )
-                ]
+                notice = orjson.dumps(order_notice(event, state.version))
+                return [Record(self.activity_topic, event.vendor_id.encode(), notice)]
             if (
                 isinstance(event, PRODUCT_EVENTS)
                 and before is not None
