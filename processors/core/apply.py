@@ -167,12 +167,9 @@ def _place(state: State, event: OrderPlaced, h: int) -> Outcome:
     set_first_order(state, order.customer_id, at)
     if cancelled_at is None:
         add_order(state, order, 1)
-    if at > state.floor:
-        index_event(state, at, PLACED, order_id, 0, order)
-        if cancelled_at is not None:
-            index_event(state, cancelled_at, CANCELLED, order_id, 0, order)
-    else:
-        state.pinned.pop(order_id, None)  # an earlier placement of the id is no longer the visible one
+    index_event(state, at, PLACED, order_id, 0, order)  # when dated after the floor
+    if cancelled_at is not None:  # a waiting cancellation dated after the floor: T before it still counts
+        index_event(state, cancelled_at, CANCELLED, order_id, 0, order)
     state.version += 1
     return APPLIED
 

@@ -29,9 +29,9 @@ T only grows, so they never come back into a current window.
 The timeline's entries: `(occurred_at, kind, key, delta, order)`: a placement (kind 0, key = order id,
 `order` the placed `Order`), a cancellation that made an order's cancel time earlier (kind 1, `order` the
 cancelled `Order`), a product event (kind 2, key = product id, delta = stock change, `order` None). An
-order in the timeline is held there (and in `pinned`, by id, while it is the id's visible placement), so
-that a cancellation read later changes the very object the timeline holds and a snapshot needs no
-history lookup.
+order in the timeline is held there, and `pinned` keeps by id the latest placement the timeline holds:
+a cancellation that meets that placement (the same occurred_at) changes the very object the timeline
+holds, so a snapshot needs no history lookup.
 
 Source of truth (encoded by `dumps`): `vendor_id`; `version` (+1 per applied event); `currency` (of the
 first accepted OrderPlaced); `offsets` ("topic:partition" -> last applied offset: the caller's, carried so
