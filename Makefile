@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -19,6 +20,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create .venv with the project and its dev tools
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,rocksdb,bench]'
+	@touch $(BENCH_STAMP)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
@@ -50,9 +55,10 @@ kafka-stop: $(STAMP) ## stop the local Kafka broker (data is kept in .vendorpuls
 run: $(STAMP) ## everything: local Kafka, topics, worker, API, simulator; prints the dashboard URL; Ctrl-C stops
 	$(BIN)/vendorpulse up $(UP_ARGS)
 
-bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json
+bench: $(BENCH_STAMP) ## benchmarks: print tables, write bench/results/*.json
 	$(BIN)/python -m bench.codec
 	$(BIN)/python -m bench.processor
+	$(BIN)/python -m bench.peers
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.replay
