@@ -1,7 +1,7 @@
 """The worker against its peers: vendorpulse, a stock Faust app and a Quix Streams app on one log.
 
     python -m bench.peers [--events 200000] [--vendors 20] [--runs 2] [--only worker,quix]
-                          [--py-spy DIR [--native]]
+                          [--py-spy DIR [--native] [--gil]]
 
 One private Kafka broker (KRaft, on free ports), one log of simulated events (Avro single-object
 encoding, as the product's producers write it) on `orders` and `inventory`, then, one after the other,
@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 LOW, HIGH = 0.10, 0.90
 POLL_S = 0.05
+PORT_FROM = 26092
 STALL_S = 180.0
 """A contender whose committed offsets do not move for this long (once it began) has failed."""
 
@@ -228,7 +229,7 @@ class Progress:
 
 async def run_one(
     contender: str, log: Log, run: int, work: Path, progress: Progress, limit_s: float,
-    py_spy: Path | None, native: bool,
+    py_spy: Path | None, py_spy_options: Sequence[str] = (),
 ) -> RunResult:  # fmt: skip
     argv, env, group = launch(contender, log, run, work)
     result = RunResult(contender, run, group, [round(x, 2) for x in os.getloadavg()])
@@ -256,7 +257,7 @@ async def run_one(
             samples.append(Sample(now, done, cpu))
             if py_spy is not None and spy is None and done >= LOW * log.total:
                 result.profile = str(py_spy / f"{contender}-{run}.txt")
-                spy = await start_py_spy(proc.pid, Path(result.profile), native)
+                spy = await start_py_spy(proc.pid, Path(result.profile), py_spy_options)
             if spy is not None and done > HIGH * log.total and spy.returncode is None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
             if done >= log.total:
@@ -291,13 +292,11 @@ async def run_one(
     return result
 
 
-async def start_py_spy(pid: int, out: Path, native: bool) -> asyncio.subprocess.Process:
+async def start_py_spy(pid: int, out: Path, options: Sequence[str]) -> asyncio.subprocess.Process:
     exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if exe is None:
         raise RuntimeError("py-spy is not installed: pip install -e '.[bench]'")
-    cmd = [exe, "record", "-r", "200", "--pid", str(pid), "-f", "raw", "-o", str(out)]
-    if native:
-        cmd.append("--native")
+    cmd = [exe, "record", "-r", "200", "--pid", str(pid), "-f", "raw", "-o", str(out), *options]
     return await asyncio.create_subprocess_exec(*cmd, stdout=DEVNULL, stderr=DEVNULL)
 
 
@@ -332,11 +331,12 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path, console: C
         TopicPartition(t, p) for t in (log.topics.orders, log.topics.inventory) for p in range(log.partitions)
     ]
     runs: list[RunResult] = []
+    spy_options = [flag for flag, on in (("--native", args.native), ("--gil", args.gil)) if on]
     try:
         for run in range(1, args.runs + 1):
             for name in args.only:
                 r = await run_one(
-                    name, log, run, work, Progress(admin, tps), args.timeout, args.py_spy, args.native
+                    name, log, run, work, Progress(admin, tps), args.timeout, args.py_spy, spy_options
                 )
                 runs.append(r)
                 figure = (
@@ -382,6 +382,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds one contender may take")
     parser.add_argument("--py-spy", type=Path, default=None, help="record py-spy profiles into this folder")
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
+    parser.add_argument("--gil", action="store_true", help="py-spy --gil (only the thread holding the GIL)")
     args = parser.parse_args()
     unknown = set(args.only) - {c.name for c in CONTENDERS}
     if unknown:
@@ -393,9 +394,10 @@ def main() -> None:
     from infra.kafka import LocalKafka
 
     work = Path(tempfile.mkdtemp(prefix="vp-peers-"))
-    cluster = LocalKafka(1, free_base_port(38092, nodes=1), work / "kafka-state")
-    bootstrap = cluster.start()
+    # Below the ephemeral port range (32768 up), where a client's own port may take the broker's.
+    cluster = LocalKafka(1, free_base_port(PORT_FROM, nodes=1), work / "kafka-state")
     try:
+        bootstrap = cluster.start()
         result = asyncio.run(bench(args, bootstrap, work, console))
     finally:
         cluster.stop(timeout=10)
