@@ -4,10 +4,12 @@ of the log, read from polls of its group's committed offsets."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-from bench.peers import Sample, SpanError, commits, span, tree_cpu_seconds
+from bench.peers import CONTENDERS, Log, Sample, SpanError, commits, launch, span, tree_cpu_seconds
+from infra.topics import Topics
 
 TOTAL = 100_000
 
@@ -75,3 +77,26 @@ def test_cpu_is_read_for_a_live_process_and_grows_with_its_work() -> None:
         x += i
     after = tree_cpu_seconds(os.getpid())
     assert after - before > 0.01
+
+
+def test_the_worker_runs_from_its_cli_and_is_timed_by_the_group_it_really_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from processors.app import app_id
+    from processors.settings import worker_settings
+
+    log = Log("localhost:1", "p1-", Topics.for_prefix("p1-"), 6, 1000)
+    argv, env, group = launch("worker", log, 1, tmp_path)
+    assert (Path(argv[0]).name, argv[1]) == ("vendorpulse", "worker")
+    for name, value in env.items():
+        if name.startswith(("VENDORPULSE_", "KAFKA_")):
+            monkeypatch.setenv(name, value)
+    assert app_id(worker_settings()) == group
+
+
+def test_every_contender_and_run_has_a_group_of_its_own(tmp_path: Path) -> None:
+    log = Log("localhost:1", "p1-", Topics.for_prefix("p1-"), 6, 1000)
+    groups = [launch(c.name, log, run, tmp_path)[2] for c in CONTENDERS for run in (1, 2)]
+    assert len(set(groups)) == len(groups) == 2 * len(CONTENDERS)
+    _, _, faust_group = launch("faust", log, 1, tmp_path)
+    assert faust_group.startswith("p1-")
