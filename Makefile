@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -45,6 +46,10 @@ client: $(BUNDLE) ## build the TypeScript client (npm ci from the lockfile, then
 test-client: $(BUNDLE) ## the TypeScript client's unit tests and package check (npm test)
 	cd $(CLIENT) && npm test && npm run --silent check:package
 
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,rocksdb,bench]'
+	@touch $(BENCH_STAMP)
+
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -81,10 +86,11 @@ schemas-check: registry ## register every published .avsc version in a throwaway
 run: $(STAMP) $(BUNDLE) ## everything: local Kafka, topics, worker, API, simulator; prints the dashboard URL; Ctrl-C stops
 	$(BIN)/vendorpulse up $(UP_ARGS)
 
-bench: $(STAMP) ## benchmarks: print tables, write bench/results/*.json (bench.history alone takes 20+ min)
+bench: $(BENCH_STAMP) ## benchmarks: print tables, write bench/results/*.json (bench.history alone takes 20+ min)
 	$(BIN)/python -m bench.codec
 	$(BIN)/python -m bench.framing
 	$(BIN)/python -m bench.processor
+	$(BIN)/python -m bench.peers
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.ingest
