@@ -110,6 +110,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         load=load,
         period_days=settings.period_days,
         snapshot_interval_ms=settings.snapshot_interval_ms,
+        snapshot_budget_ms=settings.snapshot_budget_ms,
         memory=memory,
     )
     counters = Counters.load(data_dir(settings) / "counters.json")

@@ -14,6 +14,11 @@ class WorkerSettings(KafkaSettings):
     snapshot_interval_ms: int = Field(
         default=50, ge=0, description="at most one snapshot per vendor per interval"
     )
+    snapshot_budget_ms: float = Field(
+        default=5.0,
+        gt=0,
+        description="at most this much snapshot building per snapshot interval, all vendors",
+    )
     flush_interval_ms: int = Field(
         default=20, ge=1, description="a batch is folded, written to the table and acked at least this often"
     )

@@ -10,6 +10,7 @@ unflushed. `flush(partition)` gives the table writes that persist a partition's 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 
@@ -62,6 +63,7 @@ class VendorStates:
         period_days: int = 30,
         snapshot_interval_ms: int = 50,
         memory: HistoryMemory | None = None,
+        snapshot_budget_ms: float = 5.0,
     ):
         self.codec = codec
         self.orders_topic = orders_topic
@@ -76,7 +78,12 @@ class VendorStates:
         """The history the heap holds across vendors; `load` must give its vendors the same object."""
         self.vendors: dict[str, VendorLog] = {}
         self.dirty_by_partition: dict[int, set[str]] = {}
-        self.snapshot_due: set[str] = set()
+        self.snapshot_due: dict[str, None] = {}
+        """Vendors changed since their last snapshot, the longest waiting first (an ordered set)."""
+        self.snapshot_budget_s = snapshot_budget_ms / 1000
+        self.snapshot_cost_s = 50e-6
+        """The recent mean time to build one snapshot (its JSON included)."""
+        self.snapshots_deferred = 0
         self.last_emit: dict[str, int] = {}
         self.counts = InputCounts()
         self.stock_alerts = 0
@@ -99,7 +106,7 @@ class VendorStates:
             # The previous owner may have stored this state and died before it emitted the snapshot:
             # emit the restored state once (the worker loads every vendor of its partitions after a
             # rebalance for this, as no input of the vendor may come again).
-            self.snapshot_due.add(vendor_id)
+            self.snapshot_due[vendor_id] = None
         return log
 
     def forget(self, partitions: set[int] | None = None) -> None:
@@ -108,7 +115,7 @@ class VendorStates:
             v for v, log in self.vendors.items() if partitions is None or log.partition in partitions
         ]:
             self.vendors.pop(vendor_id).history.discard()
-            self.snapshot_due.discard(vendor_id)
+            self.snapshot_due.pop(vendor_id, None)
         for p in list(self.dirty_by_partition):
             if partitions is None or p in partitions:
                 del self.dirty_by_partition[p]
@@ -177,7 +184,7 @@ class VendorStates:
         if outcome.status is Status.APPLIED:
             self.counts.applied += 1
             log.applied(self.codec.stored_form(value, event), event)  # restorable without a registry
-            self.snapshot_due.add(state.vendor_id)
+            self.snapshot_due[state.vendor_id] = None
             if isinstance(event, OrderPlaced):
                 notice = orjson.dumps(order_notice(event, state.version))
                 return [Record(self.activity_topic, event.vendor_id.encode(), notice)]
@@ -238,17 +245,28 @@ class VendorStates:
         return chosen
 
     def due_snapshots(self, now_ms: int) -> list[Record]:
-        """`vendor-metrics` records for changed vendors, at most one per vendor per interval."""
-        out = []
+        """`vendor-metrics` records for changed vendors, at most one per vendor per interval, and at most
+        as many as `snapshot_budget_ms` of work builds: with many busy vendors, snapshots would take the
+        time folding needs. The vendors left over (the most recently changed) stay due and come first at
+        the next call, so a vendor's snapshot is late by a few intervals at most, never lost."""
+        out: list[Record] = []
+        budget = max(1, int(self.snapshot_budget_s / self.snapshot_cost_s))
+        started = time.perf_counter()
         for vendor_id in list(self.snapshot_due):
             if now_ms - self.last_emit.get(vendor_id, -(1 << 62)) < self.snapshot_interval_ms:
                 continue
+            if len(out) >= budget:
+                self.snapshots_deferred += 1
+                continue
             log = self.vendors.get(vendor_id)
-            self.snapshot_due.discard(vendor_id)
+            del self.snapshot_due[vendor_id]
             if log is None:
                 continue
             self.last_emit[vendor_id] = now_ms
             out.append(self.snapshot_record(log, now_ms))
+        if out:
+            cost = (time.perf_counter() - started) / len(out)
+            self.snapshot_cost_s = 0.8 * self.snapshot_cost_s + 0.2 * cost
         return out
 
     def snapshot_record(self, log: VendorLog, now_ms: int) -> Record:

@@ -192,3 +192,28 @@ def test_a_stock_alert_for_each_change_of_a_products_stock_state_in_log_order() 
     assert alerts[0]["name"] == "Lamp"
     assert alerts[0]["occurredAt"].endswith("Z")
     assert folder.stock_alerts == 6
+
+
+def test_with_many_vendors_due_snapshots_wait_their_turn_within_the_budget_and_none_is_lost() -> None:
+    folder = make_folder(interval_ms=0)
+    folder.snapshot_budget_s = 0.0  # at least one a call, whatever the budget
+    vendors = [f"v{i}" for i in range(5)]
+    for offset, vendor in enumerate(vendors):
+        placed = OrderPlaced(
+            f"e{offset}",
+            NOW - 1000,
+            vendor,
+            f"o{offset}",
+            "c1",
+            "EUR",
+            100,
+            (OrderItem("p1", "Books", 1, 100),),
+        )
+        folder.handle("orders", 0, offset, vendor.encode(), codec.encode(placed))
+    emitted = []
+    for call in range(5):
+        (record,) = folder.due_snapshots(NOW + call)
+        emitted.append(record.key)
+    assert emitted == [v.encode() for v in vendors]  # the longest waiting first, one a call here
+    assert folder.due_snapshots(NOW + 10) == []
+    assert folder.snapshots_deferred == 4 + 3 + 2 + 1
