@@ -9,9 +9,11 @@ per batch, in this order:
 2. **fold** the rest with the pure core, through `VendorStates.handle` (DLQ records and `new_order`
    notifications out);
 3. **send** those outputs and wait until Kafka has them;
-4. **store** every changed vendor of the batch's partitions and each partition's watermark (the next
-   input offset to fold) in the local table, in one write per partition, then send the same writes to
-   the changelog and wait until Kafka has them;
+4. **store**, at most every `store_interval_ms`, every changed vendor of the partitions folded into
+   since the last store and each partition's watermark (the next input offset to fold) in the local
+   table, in one write per partition, then send the same writes to the changelog and wait until Kafka
+   has them (what was folded but not yet stored is read again after a crash, and skipped or folded
+   again; its outputs may repeat, which is allowed: they are at least once);
 5. **commit** the watermarks as the group's offsets (at most once a second: the table is the truth, the
    group's offsets serve lag monitoring and a quick start).
 
@@ -121,6 +123,7 @@ class BatchLoop:
     def __init__(
         self, app: AppT, states: VendorStates, table: TableStore, batches: ProducerBatches, changelog_topic: str,
         input_topics: tuple[str, str], flush_max_events: int, flush_interval_ms: int, counters: Counters,
+        store_interval_ms: int = 0,
     ) -> None:  # fmt: skip
         self.app = app
         self.states = states
@@ -146,6 +149,11 @@ class BatchLoop:
         self.stored: dict[TP, int] = {}
         """Watermarks stored since the last commit."""
         self.committed_at = 0.0
+        self.store_interval = store_interval_ms / 1000
+        self.stored_at = 0.0
+        self.unstored: set[int] = set()
+        """Partitions folded into since the last store: the next store writes them all."""
+        self.unstored_tps: set[TP] = set()
         self.on_batch: Callable[[list[Chunk]], None] | None = None
         """Diagnostics: sees every batch taken (VENDORPULSE_TRACE_INPUT)."""
         self.resolver: SchemaResolver | None = None
@@ -205,18 +213,24 @@ class BatchLoop:
             await self.seek_back(seeks)
         if outputs:
             await asyncio.gather(*await self.send(outputs))
+        self.unstored.update(partitions)
+        self.unstored_tps.update(seen)
         if not self.still_current(generation, epoch):
             # A rebalance began (or the worker is stopping): the partitions' next owner restores from
             # the changelog, and a write now could land after that restore. Not stored: read again
             # after the rebalance, so the in-memory states that folded them are dropped too.
-            self.drop_memory(partitions)
+            self.drop_memory(self.unstored)
             return
-        if partitions:
-            await asyncio.gather(*await self.store(partitions))
+        if not self.unstored or now - self.stored_at < self.store_interval:
+            return  # folded and announced; stored with a later batch (read again after a crash)
+        stored_partitions, self.unstored = self.unstored, set()
+        stored_tps, self.unstored_tps = self.unstored_tps, set()
+        self.stored_at = now
+        await asyncio.gather(*await self.store(stored_partitions))
         if not self.still_current(generation, epoch):
-            self.drop_memory(partitions)  # stored, but the positions may be stale: read again, skipped
+            self.drop_memory(stored_partitions)  # stored, but the positions may be stale: read again, skipped
             return
-        for tp in seen:
+        for tp in stored_tps:
             expected = positions.expected.get(tp)
             if expected is not None:
                 self.stored[tp] = expected
@@ -328,6 +342,8 @@ class BatchLoop:
         self.paused = True
         self.revocations += 1
         self.stored.clear()
+        self.unstored.clear()
+        self.unstored_tps.clear()
         self.drop_memory()
 
     async def on_recovered(self) -> None:

@@ -117,6 +117,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
     loop = BatchLoop(
         app, vendors, store, ProducerBatches(app), table.changelog_topic.get_topic_name(),
         (topics.orders, topics.inventory), settings.flush_max_events, settings.flush_interval_ms, counters,
+        settings.store_interval_ms,
     )  # fmt: skip
     loop.resolver = resolver
     app.batch_loop = loop  # type: ignore[attr-defined]  # for tests and the benchmark's profile

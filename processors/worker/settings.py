@@ -22,6 +22,11 @@ class WorkerSettings(KafkaSettings):
     flush_interval_ms: int = Field(
         default=20, ge=1, description="a batch is folded, written to the table and acked at least this often"
     )
+    store_interval_ms: int = Field(
+        default=250,
+        ge=0,
+        description="folded input is stored (table and changelog) at most this often; 0: with every batch",
+    )
     flush_max_events: int = Field(default=2000, ge=1, description="flush a partition after this many events")
     session_timeout_s: float = Field(
         default=10.0, ge=6.0, description="a crashed worker's partitions move after this long"
