@@ -35,7 +35,7 @@ from bench import machine
 from bench.codec import EVENT, REPEATS, measure
 from infra.simulate import EventGenerator, SimConfig
 from processors.archive import ArchiveWriter
-from processors.parquet import ParquetArchiveWriter
+from processors.archive.parquet import ParquetArchiveWriter
 from schemas.codec import HEADER_SIZE, FastavroCodec
 from schemas.confluent import SchemaResolver
 from schemas.events import EVENT_TYPES, ORDER_EVENTS, Event

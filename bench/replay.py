@@ -33,8 +33,8 @@ from infra.simulate import SimConfig, produce
 from processors.archive import ArchiveProblems, read_archive, run_export, run_import, run_replay_files
 from processors.core.apply import apply
 from processors.core.state import State, new_state
+from processors.progress import silent
 from processors.replay import (
-    Meter,
     ReplayStates,
     ReplaySummary,
     consumer_for,
@@ -106,8 +106,9 @@ def breakdown(settings: KafkaSettings, topics: Topics, archive: Path, runs: int)
         await consumer.start()
         try:
             spans = await plan(consumer, settings.bootstrap, [topics.orders, topics.inventory], None, None)
-            async for topic, records in read(consumer, spans, Meter(None, None)):
-                fetched.append((topic == topics.orders, records))
+            with silent("replay", None) as m:
+                async for topic, records in read(consumer, spans, m):
+                    fetched.append((topic == topics.orders, records))
         finally:
             await consumer.stop()
 
@@ -173,29 +174,27 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     n = args.events
     as_of = int(time.time() * 1000)
     out: dict[str, Any] = {}
-    out["kafka_1"] = measure(args.repeats, n, lambda: run_replay(settings, as_of_ms=as_of, progress=False))
+    out["kafka_1"] = measure(args.repeats, n, lambda: run_replay(settings, as_of_ms=as_of))
     if args.jobs > 1:
         out[f"kafka_{args.jobs}"] = measure(
-            args.repeats, n, lambda: run_replay(settings, as_of_ms=as_of, progress=False, jobs=args.jobs)
+            args.repeats, n, lambda: run_replay(settings, as_of_ms=as_of, jobs=args.jobs)
         )
     archive = work / "archive"
     out["export"] = measure(
         max(1, args.repeats // 2),
         n,
-        lambda: run_export(settings, out_dir=archive, progress=False, overwrite=True),
+        lambda: run_export(settings, out_dir=archive, overwrite=True),
     )
-    out["files"] = measure(
-        args.repeats, n, lambda: run_replay_files(settings, [archive], as_of_ms=as_of, progress=False)
-    )
+    out["files"] = measure(args.repeats, n, lambda: run_replay_files(settings, [archive], as_of_ms=as_of))
     copies: list[Topics] = []
 
     def import_once() -> Any:
         copies.append(Topics.for_prefix(f"i{uuid.uuid4().hex[:8]}-"))
         asyncio.run(ensure_topics(bootstrap, copies[-1], 6))
-        return run_import(settings_for(bootstrap, copies[-1]), [archive], progress=False)
+        return run_import(settings_for(bootstrap, copies[-1]), [archive])
 
     out["import"] = measure(max(1, args.repeats // 2), n, import_once)
-    imported = run_replay(settings_for(bootstrap, copies[-1]), as_of_ms=as_of, progress=False)
+    imported = run_replay(settings_for(bootstrap, copies[-1]), as_of_ms=as_of)
     reference = out["kafka_1"]["last"].snapshots
     out["agree"] = all(
         r.snapshots == reference

@@ -35,14 +35,14 @@ def test_parquet_export_sums_equal_the_snapshots(
                 framing="mixed", registry_url=schema_registry)
     )  # fmt: skip
     settings = settings_for(kafka_bootstrap, topics, schema_registry)
-    summary = run_export(settings, out_dir=tmp_path / "export", progress=False, file_format="parquet")
+    summary = run_export(settings, out_dir=tmp_path / "export", file_format="parquet")
     sent_by_type = Counter(type(e).__name__ for _, e in sent)
     assert summary.files == {f"{name}.parquet": n for name, n in sent_by_type.items()}
     assert not summary.skipped
     for name, n in sent_by_type.items():
         assert len(pd.read_parquet(tmp_path / "export" / f"{name}.parquet")) == n
 
-    replayed = run_replay(settings, as_of_ms=now, out_path=tmp_path / "snapshots.parquet", progress=False)
+    replayed = run_replay(settings, as_of_ms=now, out_path=tmp_path / "snapshots.parquet")
     by_month = {
         (s["vendorId"], m["month"]): (m["revenue"], m["orders"])
         for s in replayed.snapshots

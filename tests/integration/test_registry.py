@@ -146,17 +146,13 @@ def test_mixed_framings_fold_like_single_object_and_replay_equals_live(
     )
     for vendor, snap in sorted(live.items()):
         as_of = millis(str(snap["asOf"]))
-        plain = run_replay(
-            settings_for(kafka_bootstrap, single), vendors=[vendor], as_of_ms=as_of, progress=False
-        )
+        plain = run_replay(settings_for(kafka_bootstrap, single), vendors=[vendor], as_of_ms=as_of)
         assert plain.snapshots == [snap], vendor
         # replay of the mixed topics, resolving ids through the registry, equals live as well
-        mixed = run_replay(settings_for(kafka_bootstrap, topics, schema_registry), vendors=[vendor], as_of_ms=as_of, progress=False)  # fmt: skip
+        mixed = run_replay(settings_for(kafka_bootstrap, topics, schema_registry), vendors=[vendor], as_of_ms=as_of)  # fmt: skip
         assert mixed.snapshots == [snap], vendor
         assert not mixed.counts.refused
-    without = run_replay(
-        settings_for(kafka_bootstrap, topics), progress=False
-    )  # no registry: refused, counted
+    without = run_replay(settings_for(kafka_bootstrap, topics))  # no registry: refused, counted
     assert set(without.counts.refused) == {"bad_marker"}
 
 

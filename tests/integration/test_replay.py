@@ -64,12 +64,12 @@ def test_replayed_snapshots_equal_the_live_workers(
     settings = settings_for(kafka_bootstrap, topics)
     for vendor, snap in sorted(live.items()):
         out = tmp_path / f"{vendor}.jsonl"
-        summary = run_replay(settings, vendors=[vendor], as_of_ms=millis(str(snap["asOf"])), out_path=out, progress=False)  # fmt: skip
+        summary = run_replay(settings, vendors=[vendor], as_of_ms=millis(str(snap["asOf"])), out_path=out)  # fmt: skip
         (line,) = out.read_bytes().splitlines()
         assert orjson.loads(line) == snap, vendor
         assert summary.complete
         assert summary.counts.duplicates > 0
-    everyone = run_replay(settings, progress=False)
+    everyone = run_replay(settings)
     assert [s["vendorId"] for s in everyone.snapshots] == sorted(live)
     assert everyone.counts.refused == {"invalid_event": 1}  # the order in another currency: the worker's DLQ
     assert asyncio.run(consumer_groups(kafka_bootstrap)) == groups  # no group joined or created
@@ -106,17 +106,17 @@ def test_ranges_cut_the_log_by_record_time_and_a_live_topic_still_ends(
     asyncio.run(send(kafka_bootstrap, messages_of(topics, second)))
     settings = settings_for(kafka_bootstrap, topics)
 
-    early = run_replay(settings, to_ms=middle, progress=False)  # as of --to by default
+    early = run_replay(settings, to_ms=middle)  # as of --to by default
     assert early.as_of_ms == middle
     assert early.counts.records == early.counts.applied == len(first)
     assert {s["vendorId"]: s for s in early.snapshots} == {
         v: expected(first, v, middle) for v in ("vendor-001", "vendor-002", "vendor-003")
     }
-    late = run_replay(settings, from_ms=middle, progress=False)
+    late = run_replay(settings, from_ms=middle)
     assert late.counts.records == len(second)
     assert not late.complete
     assert any("--from" in w for w in late.warnings)
-    one = run_replay(settings, vendors=["vendor-002"], progress=False)
+    one = run_replay(settings, vendors=["vendor-002"])
     assert [s["vendorId"] for s in one.snapshots] == ["vendor-002"]
     assert one.counts.filtered == len(first) + len(second) - sum(
         e.vendor_id == "vendor-002" for e in first + second
@@ -128,7 +128,7 @@ def test_ranges_cut_the_log_by_record_time_and_a_live_topic_still_ends(
     producer.start()
     time.sleep(0.5)
     try:
-        during = run_replay(settings, progress=False)
+        during = run_replay(settings)
     finally:
         producer.join()
     assert len(first) + len(second) < during.counts.records < len(first) + len(second) + len(more)
@@ -142,15 +142,15 @@ def test_publishes_one_snapshot_per_vendor_never_to_a_live_topic_and_jobs_agree(
     asyncio.run(send(kafka_bootstrap, messages_of(topics, events)))
     settings = settings_for(kafka_bootstrap, topics)
     with pytest.raises(ReplayError, match="live pipeline"):
-        run_replay(settings, publish_topic=topics.metrics, progress=False)
+        run_replay(settings, publish_topic=topics.metrics)
     target = topics.metrics + ".replay"
-    summary = run_replay(settings, publish_topic=target, progress=False)
+    summary = run_replay(settings, publish_topic=target)
     assert summary.published == 3
     records = asyncio.run(read_topic(kafka_bootstrap, target))
     assert {key: orjson.loads(value or b"") for key, value, _ in records} == {
         s["vendorId"].encode(): s for s in summary.snapshots
     }
-    parallel = run_replay(settings, as_of_ms=summary.as_of_ms, jobs=2, progress=False)
+    parallel = run_replay(settings, as_of_ms=summary.as_of_ms, jobs=2)
     assert parallel.snapshots == summary.snapshots
     assert parallel.counts == summary.counts
 
@@ -165,7 +165,7 @@ def test_export_and_import_round_trip_through_kafka(
     ]
     asyncio.run(send(kafka_bootstrap, messages[:700] + poison + messages[700:]))
     source = settings_for(kafka_bootstrap, topics)
-    exported = run_export(source, out_dir=tmp_path / "archive", progress=False)
+    exported = run_export(source, out_dir=tmp_path / "archive")
     assert exported.records == len(messages) + len(poison)
     assert dict(exported.skipped) == {"bad_key": 1, "unknown_fingerprint": 1}
     assert sum(exported.files.values()) == len(messages)
@@ -174,17 +174,17 @@ def test_export_and_import_round_trip_through_kafka(
     copy = make_topics()
     asyncio.run(ensure_topics(kafka_bootstrap, copy, partitions=3))  # another layout: vendors still whole
     target = settings_for(kafka_bootstrap, copy)
-    imported = run_import(target, [tmp_path / "archive"], progress=False)
+    imported = run_import(target, [tmp_path / "archive"])
     assert imported.records == len(messages)
     assert not imported.skipped
 
     as_of = int(time.time() * 1000)
-    original = run_replay(source, as_of_ms=as_of, progress=False)
-    once = run_replay(target, as_of_ms=as_of, progress=False)
-    from_files = run_replay_files(source, [tmp_path / "archive"], as_of_ms=as_of, progress=False)
+    original = run_replay(source, as_of_ms=as_of)
+    once = run_replay(target, as_of_ms=as_of)
+    from_files = run_replay_files(source, [tmp_path / "archive"], as_of_ms=as_of)
     assert once.snapshots == original.snapshots == from_files.snapshots
-    run_import(target, [tmp_path / "archive"], progress=False)  # again: every event is a duplicate now
-    twice = run_replay(target, as_of_ms=as_of, progress=False)
+    run_import(target, [tmp_path / "archive"])  # again: every event is a duplicate now
+    twice = run_replay(target, as_of_ms=as_of)
     assert twice.snapshots == original.snapshots
     assert twice.counts.applied == once.counts.applied
     assert twice.counts.duplicates == 2 * once.counts.duplicates + once.counts.applied
@@ -216,20 +216,20 @@ def test_an_import_keeps_each_records_timestamp_so_the_horizon_replays_the_same(
 
     asyncio.run(produce())
     source = settings_for(kafka_bootstrap, topics).model_copy(update={"lateness_days": 5})
-    run_export(source, out_dir=tmp_path / "archive", progress=False)
+    run_export(source, out_dir=tmp_path / "archive")
     copy = make_topics()
     asyncio.run(ensure_topics(kafka_bootstrap, copy, partitions=3))
     target = settings_for(kafka_bootstrap, copy).model_copy(update={"lateness_days": 5})
-    run_import(target, [tmp_path / "archive"], progress=False)
+    run_import(target, [tmp_path / "archive"])
     stamps = {
         t: sorted((r.key, r.timestamp, r.value) for r in asyncio.run(read_records(kafka_bootstrap, t)))
         for t in (topics.orders, copy.orders)
     }
     assert stamps[topics.orders] == stamps[copy.orders]  # every record, with its own timestamp
     as_of = int(time.time() * 1000)
-    original = run_replay(source, as_of_ms=as_of, progress=False)
-    imported = run_replay(target, as_of_ms=as_of, progress=False)
-    from_files = run_replay_files(source, [tmp_path / "archive"], as_of_ms=as_of, progress=False)
+    original = run_replay(source, as_of_ms=as_of)
+    imported = run_replay(target, as_of_ms=as_of)
+    from_files = run_replay_files(source, [tmp_path / "archive"], as_of_ms=as_of)
     assert original.counts.refused["too_late"] == 12
     assert imported.snapshots == original.snapshots == from_files.snapshots
     assert imported.counts.refused == original.counts.refused == from_files.counts.refused

@@ -351,7 +351,7 @@ def test_a_lateness_horizon_dead_letters_late_events_and_replay_equals_live(
         bootstrap_servers=kafka_bootstrap, topic_prefix=topics.orders.removesuffix("orders"), lateness_days=5
     )
     t = int(time.time() * 1000)
-    summary = run_replay(settings, as_of_ms=t, progress=False)
+    summary = run_replay(settings, as_of_ms=t)
     assert summary.counts.refused["too_late"] == 30
     for snap in summary.snapshots:
         assert snap == expected(str(snap["vendorId"]), t)

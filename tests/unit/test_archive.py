@@ -181,7 +181,6 @@ def test_replay_from_files_writes_json_lines(tmp_path: Path) -> None:
         vendors=["vendor-001"],
         as_of_ms=NOW,
         out_path=out,
-        progress=False,
     )
     (line,) = out.read_bytes().splitlines()
     assert orjson.loads(line) == replayed(records, {"vendor-001"}).snapshots(NOW, 30)[0]

@@ -18,10 +18,10 @@ import pytest
 
 from infra.simulate import EventGenerator, SimConfig
 from processors.archive import ArchiveProblems, ArchiveWriter, read_archive
+from processors.archive.parquet import UTC_MILLIS, ParquetArchiveWriter, arrow_schema, write_snapshots
 from processors.core.apply import apply
 from processors.core.snapshot import snapshot
 from processors.core.state import new_state
-from processors.parquet import UTC_MILLIS, ParquetArchiveWriter, arrow_schema, write_snapshots
 from processors.replay import write_jsonl
 from schemas.codec import FastavroCodec
 from schemas.events import EVENT_TYPES, ORDER_EVENTS, Event, OrderCancelled, OrderPlaced

@@ -19,18 +19,16 @@ from infra.simulate import EventGenerator, SimConfig
 from processors.core.calendar import DAY_MS
 from processors.core.snapshot import snapshot
 from processors.exceptions import ReplayError
+from processors.intake import InputCounts
 from processors.replay import (
-    InputCounts,
-    Part,
     ReplayStates,
     ReplaySummary,
     Span,
     check_publish_topic,
-    merge,
     run_replay,
-    split,
     write_jsonl,
 )
+from processors.replay.jobs import Part, merge, split
 from processors.worker.vendor_log import restore
 from processors.worker.vendors import VendorStates
 from schemas.codec import FastavroCodec
@@ -315,7 +313,7 @@ def test_replay_and_archive_load_no_faust_or_web_framework() -> None:
 def test_a_range_that_ends_before_it_starts_is_refused_before_connecting() -> None:
     settings = KafkaSettings(bootstrap_servers="localhost:1")  # nothing listens there
     with pytest.raises(ReplayError, match="swap them"):
-        run_replay(settings, from_ms=2_000, to_ms=1_000, progress=False)
+        run_replay(settings, from_ms=2_000, to_ms=1_000)
 
 
 def test_replay_gives_the_stock_alerts_the_worker_writes() -> None:

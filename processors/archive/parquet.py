@@ -32,7 +32,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from processors.archive import ArchiveWriter
+from processors.archive.layout import ArchiveWriter
 from schemas.events import Event
 
 SUFFIX = ".parquet"

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from infra.cli.progress import progress_for
 from infra.exceptions import InfraError
 from processors.exceptions import ProcessorError
 
@@ -522,14 +523,14 @@ def replay(
             from processors.archive import run_replay_files
 
             summary = run_replay_files(
-                settings, files, vendor_list, _ms(as_of, "--as-of"), out, publish, progress
+                settings, files, vendor_list, _ms(as_of, "--as-of"), out, publish, progress_for(progress)
             )
         else:
             from processors.replay import run_replay
 
             summary = run_replay(
                 settings, _ms(from_, "--from"), _ms(to, "--to"), vendor_list, _ms(as_of, "--as-of"),
-                out, publish, progress, jobs,
+                out, publish, progress_for(progress), jobs,
             )  # fmt: skip
     except ReplayError as exc:
         raise _fail(exc) from exc
@@ -559,7 +560,7 @@ def export(
 
     try:
         summary = run_export(
-            kafka_settings(), topic, _ms(from_, "--from"), _ms(to, "--to"), out_dir, progress, overwrite,
+            kafka_settings(), topic, _ms(from_, "--from"), _ms(to, "--to"), out_dir, progress_for(progress), overwrite,
             file_format=file_format,
         )  # fmt: skip
     except ReplayError as exc:
@@ -582,7 +583,7 @@ def import_(
     from schemas.settings import kafka_settings
 
     try:
-        summary = run_import(kafka_settings(), paths, progress)
+        summary = run_import(kafka_settings(), paths, progress_for(progress))
     except ReplayError as exc:
         raise _fail(exc) from exc
     _report(summary, as_json, [f"{n:,} records -> {topic}" for topic, n in sorted(summary.sent.items())] + [
