@@ -257,6 +257,11 @@ export const CloseCode = {
   Forbidden: 4003,
   /** Application pings went unanswered. */
   HeartbeatTimeout: 4008,
+  /**
+   * This API instance serves another shard of the vendors (a routing error of the deployment, see
+   * docs/SCALING.md). Retried with backoff: the load balancer may route the next attempt right.
+   */
+  WrongShard: 4021,
   /** Too many connections for this token, or the inbound rate limit kept exceeded. */
   TooMany: 4029,
 } as const;
