@@ -22,6 +22,7 @@ import faust
 from processors.outputs import Record
 from processors.topics_admin import broker_count, ensure_topics
 from processors.worker.batch import BatchLoop
+from processors.worker.bulk_restore import bring_up_to_date
 from processors.worker.client_logs import limit_repeated_logs
 from processors.worker.counters import Counters
 from processors.worker.diagnostics import dump_tasks, dump_tasks_on_sigusr1, trace_batches, tracing
@@ -214,6 +215,9 @@ def run_worker(settings: WorkerSettings, loglevel: str = "info") -> None:
         return min(3, await broker_count(settings.bootstrap)), counts[topics.orders]
 
     replicas, partitions = asyncio.run(prepare())
+    if settings.store_url.startswith("rocksdb"):
+        changelog = f"{app_id(settings)}-{TABLE}-changelog"  # Faust's name for the table's changelog
+        asyncio.run(bring_up_to_date(settings.bootstrap, changelog, tables, TABLE, ROCKSDB_OPTIONS))
     app = create_app(settings, replicas, partitions)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     # The start-up spinner sets the root logger to DEBUG so that it spins on every record: every
