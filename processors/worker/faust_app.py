@@ -3,7 +3,9 @@
 Faust runs the consumer group (its assignor keeps a vendor's `orders` and `inventory` partitions and
 its table partition on one worker), the table (RocksDB, restored from its changelog on a rebalance or
 after a crash) and the timers. The input takes the batch loop's path (`batch.py`); the agent over the
-input topics only declares them to Faust, and never receives a record (`faust_patches.py`, 1).
+input topics only declares them to Faust, and never receives a record (`faust_patches.py`, 1). Before
+the app starts, `run_worker` brings the table's local partitions up to date from the changelog in bulk
+(`bulk_restore.py`), so Faust's own record-by-record recovery reads only what was written after.
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ behind the earlier of the two topics' horizons (an event of either topic may rep
 all while one topic has no clock yet; order entries behind the `orders` horizon. Deletes are
 tombstones in the changelog, so the changelog's live bytes stop growing once the log is `L` days old.
 
-Restore: the checkpoint (assembled from its pieces when it is a manifest), its history writes put back in
+Restore: the table's RocksDB partitions come back from the changelog (in bulk, `bulk_restore.py`; then
+Faust's recovery for the rest). A vendor's state is then read on first use: the checkpoint (assembled from its pieces when it is a manifest), its history writes put back in
 front of the table's, then the tail batches from the checkpoint's `tail` sequence number on, re-applied in
 order with the same pure `apply` (deterministic, so the result equals the state that was flushed).
 The offsets say which input is already contained, and are how the worker skips input that Kafka
