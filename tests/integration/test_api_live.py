@@ -22,6 +22,7 @@ from api.app import WS_PATH, create_app
 from api.auth import make_token
 from api.server import ServerThread
 from api.settings import ApiSettings, api_settings
+from infra.ports import wait_http_ready
 from processors.core.snapshot import snapshot as zero_snapshot
 from processors.core.state import new_state
 from schemas.topics import Topics, partition_for
@@ -70,21 +71,10 @@ async def running_api(settings: ApiSettings, port: int = 0, log_level: str = "wa
     server = ServerThread(create_app(settings), settings, port=port, log_level=log_level)
     await asyncio.to_thread(server.start)
     try:
-        await wait_ready(server.port)
+        await asyncio.to_thread(wait_http_ready, server.port, 20.0, interval=0.05)
         yield server.port
     finally:
         await asyncio.to_thread(server.stop)
-
-
-async def wait_ready(port: int, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-        while True:
-            response = await http.get("/readyz")
-            if response.status_code == 200:
-                return
-            assert time.monotonic() < deadline, f"API not ready: {response.text}"
-            await asyncio.sleep(0.05)
 
 
 def ws_url(port: int, token: str, vendor: str) -> str:

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -21,16 +20,11 @@ from api.app import create_app
 from api.auth import make_token
 from api.server import ServerThread
 from api.settings import ApiSettings, api_settings
+from infra.ports import free_port
 from schemas.topics import Topics, partition_for
 from tests.integration.test_api_live import SECRET, produce, running_api, settings_for, snap
 
 FAST = Backoff(base_delay=0.05, max_delay=0.4)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def offline_settings(**overrides: Any) -> ApiSettings:

@@ -24,9 +24,10 @@ import pytest
 from api import Backoff, VendorPulseClient
 from api.auth import make_token
 from api.settings import api_settings
-from infra.chaos import Child, Stack, broker_loss, free_port, three_brokers, wait_ready
+from infra.harness.chaos import Child, Stack, broker_loss, three_brokers
+from infra.harness.soak import soak
+from infra.ports import free_port, wait_http_ready
 from infra.simulate import EventGenerator, SimConfig, produce
-from infra.soak import soak
 from schemas.codec import FastavroCodec
 from schemas.events import Event, OrderItem, OrderPlaced
 from schemas.topics import Topics
@@ -177,7 +178,7 @@ def test_worker_and_api_killed_under_load_clients_converge_and_miss_no_order(
     api = Child(["api", "--port", str(port)], {**worker.env, "VENDORPULSE_ENV": "dev"}, tmp_path / "api.log")
     api.start()
     try:
-        wait_ready(port, api)
+        wait_http_ready(port, detail=api.tail)
         vendors = sorted({e.vendor_id for _, e in log})
         clients, kills = asyncio.run(
             _crash_under_load(kafka_bootstrap, topics, messages, worker, api, port, vendors)
@@ -269,7 +270,7 @@ async def _crash_under_load(
         api.start()
         kills["api"] += 1
     await producer
-    await asyncio.to_thread(wait_ready, port, api)
+    await asyncio.to_thread(wait_http_ready, port, detail=api.tail)
     # every client converges to the final snapshot, however many versions it skipped
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -20,9 +20,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx2
 import pytest
 
+from infra.ports import free_port
 from schemas.topics import Topics
 from tests.integration.conftest import ROOT, read_topic
-from tests.integration.test_client import free_port
 
 
 @pytest.mark.parametrize("registry", [False, True], ids=["single-object", "with-registry"])
