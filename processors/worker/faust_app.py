@@ -113,7 +113,8 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         snapshot_budget_ms=settings.snapshot_budget_ms,
         memory=memory,
     )
-    counters = Counters.load(data_dir(settings) / "counters.json")
+    counters = Counters.in_dir(data_dir(settings))
+    counters.save()  # at start too: an operator (or a test) finds the file in the data directory it used
     loop = BatchLoop(
         app, vendors, store, ProducerBatches(app), table.changelog_topic.get_topic_name(),
         (topics.orders, topics.inventory), settings.flush_max_events, settings.flush_interval_ms, counters,
