@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +101,7 @@ def make_worker(
     kafka_bootstrap: str, topics: Topics, tmp_path: Path
 ) -> Iterator[Callable[..., WorkerProcess]]:
     workers: list[WorkerProcess] = []
-    prefix = topics.orders.removesuffix("orders")
+    prefix = topics.prefix
 
     def make(name: str = "w1", **settings: str) -> WorkerProcess:
         env = {
@@ -149,15 +148,3 @@ def latest_snapshots(bootstrap: str, topic: str) -> dict[str, dict[str, object]]
         if vendor not in latest or snap["version"] >= latest[vendor]["version"]:  # type: ignore[operator]
             latest[vendor] = snap
     return latest
-
-
-def wait_until(
-    check: Callable[[], bool], within: float, what: str, worker: WorkerProcess | None = None
-) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    detail = f"\nworker output:\n{worker.output()}" if worker else ""
-    raise AssertionError(f"timed out after {within:.0f}s waiting for {what}{detail}")

@@ -16,7 +16,6 @@ import os
 import signal
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,6 +36,7 @@ from infra.harness.chaos import WS_PATH, Child
 from infra.harness.soak import open_fds
 from infra.ports import free_port, wait_http_ready
 from schemas.topics import Topics
+from tests.polling import settle
 
 REQUEST_TIMEOUT = 3  # seconds: half-open connections are closed after it (default 10)
 HEARTBEAT = 1  # seconds: silent authenticated connections miss two pings quickly (default 15)
@@ -54,7 +54,7 @@ def test_abuse_at_volume_leaves_good_clients_served(
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "VENDORPULSE_TOPIC_PREFIX": topics.orders.removesuffix("orders"),
+        "VENDORPULSE_TOPIC_PREFIX": topics.prefix,
         "VENDORPULSE_ENV": "dev",
         "VENDORPULSE_REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT),
         "VENDORPULSE_HEARTBEAT_SECONDS": str(HEARTBEAT),
@@ -147,18 +147,10 @@ async def _abuse(
     seen = await run_attack(port, PLAN, env)
     stop.set()
     await asyncio.gather(producer, sampler)
-    await until(lambda: all(g.orders == produced.orders[g.vendor] for g in good), within=20)
+    await settle(lambda: all(g.orders == produced.orders[g.vendor] for g in good), within=20)
     await asyncio.sleep(1)  # the last snapshot version
-    await until(lambda: open_fds(pid) <= baseline + 2, within=20)
+    await settle(lambda: open_fds(pid) <= baseline + 2, within=20)
     after = open_fds(pid)
     stop_clients.set()
     await asyncio.gather(*clients)
     return seen, good, produced, (baseline, peak, after)
-
-
-async def until(check: Callable[[], bool], within: float) -> None:
-    """Poll `check` every 0.2 s for up to `within` seconds (the assertions afterwards judge)."""
-    for _ in range(int(within / 0.2)):
-        if check():
-            return
-        await asyncio.sleep(0.2)

@@ -24,15 +24,15 @@ from processors.replay import run_replay
 from schemas.codec import Codec, FastavroCodec
 from schemas.events import Event, OrderCancelled, OrderItem, OrderPlaced, ProductUpserted
 from schemas.exceptions import CodecError
-from schemas.settings import KafkaSettings
 from schemas.topics import Topics
+from tests.fakes import kafka_settings
 from tests.integration.conftest import (
     WorkerProcess,
     assert_no_watchdog_restart,
     latest_snapshots,
     read_topic,
-    wait_until,
 )
+from tests.polling import eventually
 from tests.unit.reference import accepted_events, reference_snapshot
 
 DAY = 86_400_000
@@ -135,7 +135,7 @@ def assert_converges(
         return all(latest.get(v, {}).get("version") == final[v] for v in vendors)
 
     try:
-        wait_until(caught_up, within, "every vendor's snapshot to reach its final version", worker)
+        eventually(caught_up, "final version of every vendor's snapshot", within, detail=worker.output)
     except AssertionError as exc:
         short = {v: (latest.get(v, {}).get("version"), final[v]) for v in vendors}
         short = {v: versions for v, versions in short.items() if versions[0] != versions[1]}
@@ -349,7 +349,7 @@ def test_a_lateness_horizon_dead_letters_late_events_and_replay_equals_live(
         latest.update(latest_snapshots(kafka_bootstrap, topics.metrics))
         return all(latest.get(v, {}).get("version") == final[v] for v in vendors)
 
-    wait_until(caught_up, 90, "every vendor's snapshot to reach its final version", worker)
+    eventually(caught_up, "final version of every vendor's snapshot", 90, detail=worker.output)
     for vendor in vendors:
         snap = latest[vendor]
         as_of = int(datetime.fromisoformat(str(snap["asOf"]).replace("Z", "+00:00")).timestamp() * 1000)
@@ -364,9 +364,7 @@ def test_a_lateness_horizon_dead_letters_late_events_and_replay_equals_live(
         b"horizon H = " in h["vp.error.message"] and b"record ts " in h["vp.error.message"] for h in late
     )
     # A replay with the same L reads the same records and timestamps: the same numbers.
-    settings = KafkaSettings(
-        bootstrap_servers=kafka_bootstrap, topic_prefix=topics.orders.removesuffix("orders"), lateness_days=5
-    )
+    settings = kafka_settings(kafka_bootstrap, topics, lateness_days=5)
     t = int(time.time() * 1000)
     summary = run_replay(settings, as_of_ms=t)
     assert summary.counts.refused["too_late"] == 30
