@@ -142,9 +142,9 @@ def breakdown(settings: KafkaSettings, topics: Topics, archive: Path, runs: int)
     fold = timed(fold_only)
 
     def feed_all() -> None:
-        fold = ReplayStates(codec)
+        states = ReplayStates(codec)
         for on_orders, records in fetched:
-            fold.take(on_orders, records)
+            states.take(on_orders, records)
 
     whole = timed(feed_all)
     whole_gc = timed(feed_all, collect=True)
