@@ -141,7 +141,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         await loop.run()
 
     async def start_diagnostics() -> None:
-        """Faust has set up logging by now: repeated Kafka client errors once per 10 s (infra/logs.py),
+        """Faust has set up logging by now: repeated Kafka client errors once per 10 s (`client_logs.py`),
         and `kill -USR1` dumps the tasks."""
         limit_repeated_logs()
         dump_tasks_on_sigusr1()
