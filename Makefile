@@ -68,7 +68,7 @@ chaos: $(STAMP) ## fault scenarios: broker loss on a three-broker cluster, worke
 	$(BIN)/pytest -m chaos tests/integration/test_faults.py -rA $(PYTEST_ARGS)
 
 soak: $(STAMP) ## 30-minute soak, 300 clients: test-artifacts/soak.csv and soak.png
-	$(BIN)/python -m infra.soak --duration 1800 --clients 300 --rate 100 --out test-artifacts/soak
+	$(BIN)/python -m infra.harness.soak --duration 1800 --clients 300 --rate 100 --out test-artifacts/soak
 
 kafka: $(STAMP) ## start the local Kafka broker (localhost:9092) and create the topics
 	$(BIN)/vendorpulse kafka start

@@ -4,7 +4,7 @@
 One API process (`vendorpulse api`, production settings) on fresh prefixed topics of the broker of
 `KAFKA_BOOTSTRAP_SERVERS` (default: `vendorpulse kafka start`'s), `clients` well-behaved WebSocket clients
 over clients / 2 vendors, and `new_order` records produced at `rate` per second, each stamped with its
-send time. Each repeat is a quiet phase of `seconds`, then an abuse phase: one wave of infra.abuse (its
+send time. Each repeat is a quiet phase of `seconds`, then an abuse phase: one wave of infra.harness.abuse (its
 default plan: 2,000 half-open connections, hundreds of oversized, invalid and flooding ones, in a
 child process) until every abuser has been closed, or `seconds` + 10 s. Per phase: produce -> client
 latency p50/p99/max over every good client's orders; the table gives the median over repeats and the
@@ -33,8 +33,9 @@ from rich.table import Table
 
 from bench import machine
 from bench.fanout import pct, proc_cpu_seconds, raise_fd_limit
-from infra.abuse import Feed, Good, Plan, Seen, good_client, produce, run_attack
-from infra.chaos import WS_PATH, Child, free_port, wait_ready
+from infra.harness.abuse import Good, Plan, ProducedActivity, Seen, good_client, produce_activity, run_attack
+from infra.harness.chaos import WS_PATH, Child
+from infra.ports import free_port, wait_http_ready
 from processors.topics_admin import broker_count, ensure_topics
 from schemas.settings import KafkaSettings
 from schemas.topics import Topics
@@ -58,7 +59,7 @@ async def drive(
     plan = Plan(**json.loads(args.plan))
     vendors = [f"bench-good-{n}" for n in range(max(1, args.clients // 2))]
     good = [Good(vendors[n % len(vendors)]) for n in range(args.clients)]
-    stop, stop_clients, feed = asyncio.Event(), asyncio.Event(), Feed(phase="warmup")
+    stop, stop_clients, produced = asyncio.Event(), asyncio.Event(), ProducedActivity(phase="warmup")
     clients = []
     for n, g in enumerate(good):
         token = make_token(g.vendor, settings=settings, subject=f"bench-good-{n}")
@@ -66,13 +67,13 @@ async def drive(
         clients.append(asyncio.create_task(good_client(url, g, stop_clients)))
     await asyncio.wait_for(asyncio.gather(*(g.ready.wait() for g in good)), 30)
     producer = asyncio.create_task(
-        produce(bootstrap, topics.activity, topics.metrics, vendors, args.rate, stop, feed)
+        produce_activity(bootstrap, topics.activity, topics.metrics, vendors, args.rate, stop, produced)
     )
     await asyncio.sleep(WARMUP_SECONDS)
     phases: list[dict[str, Any]] = []
     for repeat in range(1, args.repeats + 1):
         for kind in ("quiet", "abuse"):
-            feed.phase = f"{kind}-{repeat}"
+            produced.phase = f"{kind}-{repeat}"
             cpu0, t0 = proc_cpu_seconds(pid), time.monotonic()
             seen: dict[str, list[Seen]] = {}
             if kind == "quiet":
@@ -82,7 +83,13 @@ async def drive(
             elapsed = time.monotonic() - t0
             cpu = proc_cpu_seconds(pid) - cpu0
             phases.append(
-                {"phase": feed.phase, "kind": kind, "seconds": round(elapsed, 1), "cpu": cpu, "seen": seen}
+                {
+                    "phase": produced.phase,
+                    "kind": kind,
+                    "seconds": round(elapsed, 1),
+                    "cpu": cpu,
+                    "seen": seen,
+                }
             )
     stop.set()
     await producer
@@ -102,7 +109,7 @@ async def drive(
                 "abusers_closed_by_server": sum(s.closed for ss in seen.values() for s in ss),
             }
         )  # fmt: skip
-    missed = sum(len(feed.orders.get(g.vendor, [])) - len(g.orders) for g in good)
+    missed = sum(len(produced.orders.get(g.vendor, [])) - len(g.orders) for g in good)
     return {
         "plan": asdict(plan),
         "abusive_messages_per_wave": plan.messages(),
@@ -145,7 +152,7 @@ def run(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
     log = Path(tempfile.mkdtemp(prefix="vendorpulse-bench-abuse-")) / "api.log"
     api = Child(["api", "--port", str(port)], env, log).start()
     try:
-        wait_ready(port, api)
+        wait_http_ready(port, detail=api.tail)
         assert api.proc is not None
         report = uvloop.run(drive(port, api.proc.pid, bootstrap, topics, env, args))
         report["api_alive_after"] = api.alive()
@@ -160,7 +167,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="new_order records produced per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="quiet phase length")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--plan", default='{"wait_seconds": 25}', help="JSON overrides of infra.abuse.Plan")
+    parser.add_argument(
+        "--plan", default='{"wait_seconds": 25}', help="JSON overrides of infra.harness.abuse.Plan"
+    )
     args = parser.parse_args()
     raise_fd_limit()
     bootstrap = KafkaSettings().bootstrap

@@ -52,8 +52,7 @@ from bench import machine
 from bench.processor import start_worker
 from bench.worker_watch import Broker, Sample, disk_mb, end_offsets, latest_versions, memory_mb
 from infra.backfill import AgingGenerator, Backfill
-from infra.chaos import free_base_port
-from infra.kafka import LocalKafka
+from infra.kafka import LocalKafka, free_base_port
 from infra.simulate import BatchSender, SimConfig
 from processors.topics_admin import ensure_topics
 from schemas.codec import FastavroCodec

@@ -36,14 +36,13 @@ from bench import machine
 from bench.fanout import (
     Client,
     Stats,
-    free_port,
     pct,
     proc_cpu_seconds,
     produce,
     raise_fd_limit,
     sample_snapshot,
-    wait_ready,
 )
+from infra.ports import free_port, wait_http_ready
 from processors.topics_admin import ensure_topics
 from schemas.settings import KafkaSettings
 from schemas.topics import Topics
@@ -88,7 +87,7 @@ async def drive(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1, max_batch_size=1 << 20)
     feeding: asyncio.Task[int] | None = None
     try:
-        await wait_ready(port)
+        await asyncio.to_thread(wait_http_ready, port, 30.0, interval=0.05)
         settings = api_settings(env="dev")
         vendors = [f"bench-v{n:05d}" for n in range(max(1, clients // 10))]
         gate = asyncio.Semaphore(10)

@@ -52,7 +52,7 @@ from rich.table import Table
 
 from bench import machine
 from bench.processor import produce, sim
-from infra.chaos import free_base_port
+from infra.kafka import free_base_port
 from processors.topics_admin import ensure_topics
 from schemas.topics import Topics
 

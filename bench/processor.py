@@ -185,7 +185,7 @@ async def end_to_end(
     procs = [
         start_worker(
             bootstrap,
-            topics.orders.removesuffix("orders"),
+            topics.prefix,
             data,
             f"w{uuid.uuid4().hex[:6]}",
             profile if i == 0 else None,
@@ -223,7 +223,7 @@ async def latency(
 ) -> dict[str, float]:
     topics = Topics.for_prefix(f"l{uuid.uuid4().hex[:8]}-")
     await ensure_topics(bootstrap, topics, 6)
-    proc = start_worker(bootstrap, topics.orders.removesuffix("orders"), data, "lat")
+    proc = start_worker(bootstrap, topics.prefix, data, "lat")
     arrivals: list[tuple[float, str, int]] = []
     try:
         await produce(bootstrap, topics, events[:1])

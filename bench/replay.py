@@ -84,10 +84,6 @@ def measure(runs: int, events: int, once: Callable[[], Any]) -> dict[str, Any]:
     }
 
 
-def settings_for(bootstrap: str, topics: Topics) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=topics.orders.removesuffix("orders"))
-
-
 async def fill(bootstrap: str, topics: Topics, n: int, vendors: int) -> None:
     await ensure_topics(bootstrap, topics, 6)
     start = int(time.time() * 1000) - 60 * DAY
@@ -146,9 +142,9 @@ def breakdown(settings: KafkaSettings, topics: Topics, archive: Path, runs: int)
     fold = timed(fold_only)
 
     def feed_all() -> None:
-        fold = ReplayStates(codec)
+        states = ReplayStates(codec)
         for on_orders, records in fetched:
-            fold.take(on_orders, records)
+            states.take(on_orders, records)
 
     whole = timed(feed_all)
     whole_gc = timed(feed_all, collect=True)
@@ -170,7 +166,7 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="vp-bench-replay-"))
     topics = Topics.for_prefix(f"r{uuid.uuid4().hex[:8]}-")
     asyncio.run(fill(bootstrap, topics, args.events, args.vendors))
-    settings = settings_for(bootstrap, topics)
+    settings = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=topics.prefix)
     n = args.events
     as_of = int(time.time() * 1000)
     out: dict[str, Any] = {}
@@ -191,10 +187,14 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     def import_once() -> Any:
         copies.append(Topics.for_prefix(f"i{uuid.uuid4().hex[:8]}-"))
         asyncio.run(ensure_topics(bootstrap, copies[-1], 6))
-        return run_import(settings_for(bootstrap, copies[-1]), [archive])
+        return run_import(
+            KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=copies[-1].prefix), [archive]
+        )
 
     out["import"] = measure(max(1, args.repeats // 2), n, import_once)
-    imported = run_replay(settings_for(bootstrap, copies[-1]), as_of_ms=as_of)
+    imported = run_replay(
+        KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=copies[-1].prefix), as_of_ms=as_of
+    )
     reference = out["kafka_1"]["last"].snapshots
     out["agree"] = all(
         r.snapshots == reference

@@ -19,7 +19,6 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.exceptions import BrokerStartError, PortBusyError, ToolMissingError
+from infra.ports import port_listening
 from schemas.settings import DEFAULT_PORT, default_state_dir
 
 INFRA_DIR = Path(__file__).resolve().parent
@@ -210,7 +210,7 @@ class LocalKafka:
 
     def _spawn(self, node: Node, libs: Path) -> None:
         for port in (node.port, node.controller_port):
-            if _port_open(port):
+            if port_listening(port):
                 raise PortBusyError(
                     f"port {port} is already in use by a process that is not node {node.node_id} of "
                     f"{self.state}; stop it, or start on other ports with --port."
@@ -297,10 +297,14 @@ def _require(tool: str) -> str:
     return path
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+def free_base_port(start: int, nodes: int = 3) -> int:
+    """The first base port from `start` (in steps of 10) where none of a `nodes`-node cluster's client
+    and controller ports listens."""
+    for base in range(start, start + 3000, 10):
+        ports = [base + PORT_STRIDE * i + d for i in range(nodes) for d in (0, 1)]
+        if not any(port_listening(p) for p in ports):
+            return base
+    raise RuntimeError(f"no free ports from {start} up")
 
 
 async def _broker_count(bootstrap: str) -> int:

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from infra.exceptions import PortBusyError, RegistryStartError, ToolMissingError
 from infra.kafka import INFRA_DIR
+from infra.ports import port_listening
 from schemas.settings import default_state_dir
 
 TOOL_MODULE = INFRA_DIR / "schema-registry"
@@ -76,13 +76,6 @@ def build() -> Path:
     return target
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on now (the kernel's choice)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class LocalRegistry:
     """One registry process on 127.0.0.1:`port`, with its pid, port and log under `state_dir/registry`."""
 
@@ -120,7 +113,7 @@ class LocalRegistry:
         """Build if needed, start unless running, wait until it answers; returns the URL."""
         binary = build()
         if self.pid() is None:
-            if _port_open(self.port):
+            if port_listening(self.port):
                 raise PortBusyError(
                     f"port {self.port} is already in use by another process; start the registry on "
                     "another one with --port."
@@ -191,9 +184,3 @@ class LocalRegistry:
             self._child.wait(timeout=10)
             self._child = None
         (self.home / "pid").unlink(missing_ok=True)
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -37,7 +37,8 @@ from pathlib import Path
 
 from infra.exceptions import InfraError
 from infra.kafka import LocalKafka
-from infra.registry import LocalRegistry, free_port
+from infra.ports import free_port
+from infra.registry import LocalRegistry
 from processors.topics_admin import ensure_topics, record_counts
 from schemas.settings import default_state_dir, kafka_settings
 from schemas.topics import Topics

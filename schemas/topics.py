@@ -30,6 +30,11 @@ class Topics:
             inventory_dlq=f"{prefix}inventory.dlq",
         )
 
+    @property
+    def prefix(self) -> str:
+        """The prefix these names were made with (`VENDORPULSE_TOPIC_PREFIX`)."""
+        return self.orders.removesuffix("orders")
+
     def all(self) -> list[str]:
         return [self.orders, self.inventory, self.metrics, self.activity, self.orders_dlq, self.inventory_dlq]
 

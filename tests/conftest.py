@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from infra.chaos import free_base_port
+from infra.kafka import free_base_port
 from processors.topics_admin import ensure_topics
 from schemas.topics import Topics
 
@@ -84,7 +84,8 @@ def schema_registry() -> Iterator[str]:
     if env := os.environ.get("VENDORPULSE_TEST_SCHEMA_REGISTRY_URL"):
         yield env
         return
-    from infra.registry import LocalRegistry, free_port
+    from infra.ports import free_port
+    from infra.registry import LocalRegistry
 
     state = Path(tempfile.mkdtemp(prefix="vendorpulse-test-registry-"))
     registry = LocalRegistry(free_port(), state)
@@ -99,7 +100,8 @@ def schema_registry() -> Iterator[str]:
 @pytest.fixture
 def make_registry(tmp_path: Path) -> Iterator[Callable[[], LocalRegistry]]:
     """Private local registries (started, empty), stopped at the end of the test."""
-    from infra.registry import LocalRegistry, free_port
+    from infra.ports import free_port
+    from infra.registry import LocalRegistry
 
     started: list[LocalRegistry] = []
 

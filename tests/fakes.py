@@ -1,7 +1,9 @@
-"""Stand-ins shared by the unit tests: a socket as the hub's connections see it."""
+"""Stand-ins and factories shared by the tests: a socket as the hub's connections see it, a vendor's
+snapshot as the worker writes it, and the settings of a test's topics on a broker."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +12,31 @@ from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from api.frames import OutFrame
+from processors.core.snapshot import snapshot as zero_snapshot
+from processors.core.state import new_state
+from schemas.settings import KafkaSettings
+from schemas.topics import Topics
+
+
+def snapshot(
+    vendor: str, version: int = 0, *, revenue: int = 0, padding: int = 0, as_of_ms: int | None = None
+) -> dict[str, Any]:
+    """The zero-filled snapshot of the pure core (contract §5) at `version`, with `orders.current` =
+    `version` (so a test sees which version's body arrived) and `revenue.current` = `revenue`;
+    `padding` adds a field of that many bytes, for messages of a given size."""
+    data = zero_snapshot(new_state(vendor), int(time.time() * 1000) if as_of_ms is None else as_of_ms)
+    data["version"] = version
+    data["metrics"]["orders"]["current"] = version
+    data["metrics"]["revenue"]["current"] = revenue
+    data["metrics"]["revenue"]["trend"] = "up" if revenue > 0 else "flat"
+    if padding:
+        data["padding"] = "x" * padding
+    return data
+
+
+def kafka_settings(bootstrap: str, topics: Topics, **overrides: Any) -> KafkaSettings:
+    """The settings a process of this test reads: `bootstrap`, the prefix of `topics`, `overrides`."""
+    return KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=topics.prefix, **overrides)
 
 
 def _nothing() -> None:

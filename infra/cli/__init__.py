@@ -121,7 +121,8 @@ def registry_start(port: RegistryPort = 8081, state_dir: StateDir = None) -> Non
     """Build the registry if needed, start it (idempotent) and print its URL."""
     import time
 
-    from infra.registry import LocalRegistry, free_port
+    from infra.ports import free_port
+    from infra.registry import LocalRegistry
 
     started = time.monotonic()
     try:
@@ -174,7 +175,8 @@ def schemas_register(
     registry's own compatibility endpoint; exit 1 when the registry refuses one."""
     import tempfile
 
-    from infra.registry import LocalRegistry, free_port
+    from infra.ports import free_port
+    from infra.registry import LocalRegistry
     from schemas.exceptions import RegistryError
     from schemas.registration import register_published
     from schemas.settings import kafka_settings

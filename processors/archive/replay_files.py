@@ -42,22 +42,22 @@ def run_replay_files(
     if publish_topic is not None:
         check_publish_topic(settings, publish_topic)
     files = archive_files(paths)
-    fold = ReplayStates(FastavroCodec(), vendors, settings.lateness_days, as_of_ms)
+    states = ReplayStates(FastavroCodec(), vendors, settings.lateness_days, as_of_ms)
     problems = ArchiveProblems()
     began = time.monotonic()
     with progress("replay", None) as m, quiet_gc():
         batch: list[tuple[Event, int]] = []
-        for archived in in_log_order(read_archive(files, problems, fold.codec)):
+        for archived in in_log_order(read_archive(files, problems, states.codec)):
             batch.append((archived.event, archived.ts))
             if len(batch) == 5000:
-                fold.take_events(batch)
+                states.take_events(batch)
                 m.advance(len(batch), len(batch))
                 batch = []
-        fold.take_events(batch)
+        states.take_events(batch)
         m.advance(len(batch), len(batch))
     fold_seconds = time.monotonic() - began
     for code, n in problems.skipped.items():
-        fold.counts.refused[code] += n
+        states.counts.refused[code] += n
     warnings = [f"unusable archive content: {s}" for s in problems.samples]
     if problems.incomplete:
         warnings.append(
@@ -68,9 +68,9 @@ def run_replay_files(
         source="files " + ",".join(str(f) for f in files),
         as_of_ms=as_of_ms,
         period_days=settings.period_days,
-        counts=fold.counts,
-        samples=fold.samples,
-        snapshots=fold.snapshots(as_of_ms, settings.period_days),
+        counts=states.counts,
+        samples=states.samples,
+        snapshots=states.snapshots(as_of_ms, settings.period_days),
         fold_seconds=fold_seconds,
         seconds=0.0,
         complete=not problems.incomplete,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from processors.progress import Progress, silent
 from processors.replay.jobs import Part, merge, run_jobs
-from processors.replay.log_range import Span, check_range, consumer_for, fold_spans, plan
+from processors.replay.log_range import Span, check_range, consumer_for, plan, replay_spans
 from processors.replay.output import ReplaySummary, check_publish_topic, deliver
 from processors.replay.states import ReplayStates, quiet_gc
 from schemas.codec import FastavroCodec
@@ -49,16 +49,18 @@ def run_replay(
     began = time.monotonic()
     with progress("replay", sum(s.size for s in spans)) as m, quiet_gc():
         if jobs <= 1:
-            fold = ReplayStates(FastavroCodec(), wanted, settings.lateness_days, as_of_ms)
+            states = ReplayStates(FastavroCodec(), wanted, settings.lateness_days, as_of_ms)
             asyncio.run(
-                fold_spans(settings.bootstrap, spans, topics.orders, fold, m, settings.schema_registry_url)
+                replay_spans(
+                    settings.bootstrap, spans, topics.orders, states, m, settings.schema_registry_url
+                )
             )
             parts = [
                 Part(
-                    fold.snapshots(as_of_ms, settings.period_days),
-                    set(fold.states),
-                    fold.counts,
-                    fold.samples,
+                    states.snapshots(as_of_ms, settings.period_days),
+                    set(states.states),
+                    states.counts,
+                    states.samples,
                 )
             ]
         else:

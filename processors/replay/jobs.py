@@ -14,7 +14,7 @@ from processors.core.state import DEFAULT_LATENESS_DAYS
 from processors.exceptions import ReplayError
 from processors.intake import InputCounts
 from processors.progress import Meter
-from processors.replay.log_range import Span, fold_spans
+from processors.replay.log_range import Span, replay_spans
 from processors.replay.states import MAX_SAMPLES, Refused, ReplayStates, quiet_gc
 from schemas.codec import FastavroCodec
 
@@ -82,11 +82,13 @@ def _job(
 ) -> None:  # fmt: skip
     """A job process: fold its spans, send back its part (or why it failed)."""
     try:
-        fold = ReplayStates(FastavroCodec(), vendors, lateness_days, as_of_ms)
+        states = ReplayStates(FastavroCodec(), vendors, lateness_days, as_of_ms)
         with quiet_gc():
             meter = _QueueMeter(queue, index)
-            asyncio.run(fold_spans(bootstrap, spans, orders_topic, fold, meter, registry_url))
-        part = Part(fold.snapshots(as_of_ms, period_days), set(fold.states), fold.counts, fold.samples)
+            asyncio.run(replay_spans(bootstrap, spans, orders_topic, states, meter, registry_url))
+        part = Part(
+            states.snapshots(as_of_ms, period_days), set(states.states), states.counts, states.samples
+        )
         queue.put(("done", index, part))
     except BaseException as exc:  # reported to the parent, which raises
         queue.put(("error", index, f"{type(exc).__name__}: {exc}"))

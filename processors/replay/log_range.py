@@ -141,14 +141,14 @@ async def read(
             raise ReplayError(f"no progress for {STALL_SECONDS:.0f}s with offsets left to read: {left}")
 
 
-async def fold_spans(
-    bootstrap: str, spans: Sequence[Span], orders_topic: str, fold: ReplayStates, m: Meter,
+async def replay_spans(
+    bootstrap: str, spans: Sequence[Span], orders_topic: str, states: ReplayStates, m: Meter,
     registry_url: str | None = None,
 ) -> None:  # fmt: skip
     consumer = consumer_for(bootstrap)
     await consumer.start()
     try:
-        async for topic, records in with_schemas(read(consumer, spans, m), fold.codec, registry_url):
-            fold.take(topic == orders_topic, records)
+        async for topic, records in with_schemas(read(consumer, spans, m), states.codec, registry_url):
+            states.take(topic == orders_topic, records)
     finally:
         await consumer.stop()

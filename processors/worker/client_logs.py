@@ -1,7 +1,7 @@
 """Repeated Kafka client errors, logged once per period instead of hundreds of times a second.
 
 While Kafka is unreachable, aiokafka logs every failed connection attempt: the worker wrote 250 to 370
-ERROR lines a second through a total outage (infra/chaos.py), drowning whatever else it said. Each
+ERROR lines a second through a total outage (infra/harness/chaos.py), drowning whatever else it said. Each
 distinct message of the named loggers (and their children) now passes once per `period_s`, followed
 by a count of the copies it skipped (log-rate-limit's `StreamRateLimitFilter`). Other loggers are
 not touched.

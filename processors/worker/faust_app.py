@@ -116,7 +116,8 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         snapshot_budget_ms=settings.snapshot_budget_ms,
         memory=memory,
     )
-    counters = Counters.load(data_dir(settings) / "counters.json")
+    counters = Counters.in_dir(data_dir(settings))
+    counters.save()  # at start too: an operator (or a test) finds the file in the data directory it used
     loop = BatchLoop(
         app, vendors, store, ProducerBatches(app), table.changelog_topic.get_topic_name(),
         (topics.orders, topics.inventory), settings.flush_max_events, settings.flush_interval_ms, counters,
@@ -143,7 +144,7 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         await loop.run()
 
     async def start_diagnostics() -> None:
-        """Faust has set up logging by now: repeated Kafka client errors once per 10 s (infra/logs.py),
+        """Faust has set up logging by now: repeated Kafka client errors once per 10 s (`client_logs.py`),
         and `kill -USR1` dumps the tasks."""
         limit_repeated_logs()
         dump_tasks_on_sigusr1()

@@ -35,7 +35,7 @@ class HistoryMemory:
     `cache`: values read from the table, kept decoded (first orders of returning customers, orders a
     cancellation is about to meet), by table key, at most `cache_limit`, the oldest read first out.
     `pending`: history keys changed since their vendor's last checkpoint; past `pending_limit` the
-    worker checkpoints the vendors that hold the most (`processors.fold.VendorStates.flush`)."""
+    worker checkpoints the vendors that hold the most (`processors.worker.vendors.VendorStates.flush`)."""
 
     cache_limit: int = 20_000
     pending_limit: int = 400_000

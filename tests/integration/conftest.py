@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from processors.worker.counters import FILE_NAME, Counters
 from schemas.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,13 +71,37 @@ class WorkerProcess:
     def output(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-4000:] for p in self.logs)
 
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.env["VENDORPULSE_DATA_DIR"])
+
+
+def self_healing_counts(data_dir: Path) -> dict[str, int]:
+    """How often the self-healing paths of the worker that used `data_dir` fired, from the
+    `counters.json` it keeps there (processors/worker/counters.py). The worker writes that file when
+    it starts, so a missing file means the worker ran with another data directory than the test's."""
+    path = data_dir / FILE_NAME
+    assert path.exists(), f"no {path}: the worker under test did not use this data directory"
+    return Counters.in_dir(data_dir).as_dict()
+
+
+def assert_no_watchdog_restart(*workers: WorkerProcess) -> dict[str, dict[str, int]]:
+    """No worker replaced itself through the recovery watchdog (`recovery_restarts`, an exec in the
+    same pid, which `starts` and `alive()` do not see): the result came from the batch protocol, not
+    from a self-healing path. Every counter is printed (`pytest -rP` shows it) and returned."""
+    counts = {w.log_path.name: self_healing_counts(w.data_dir) for w in workers}
+    print(f"worker self-healing counters: {counts}")
+    restarted = {name: c for name, c in counts.items() if c["recovery_restarts"]}
+    assert not restarted, f"watchdog restarts happened: {counts}\n" + "\n".join(w.output() for w in workers)
+    return counts
+
 
 @pytest.fixture
 def make_worker(
     kafka_bootstrap: str, topics: Topics, tmp_path: Path
 ) -> Iterator[Callable[..., WorkerProcess]]:
     workers: list[WorkerProcess] = []
-    prefix = topics.orders.removesuffix("orders")
+    prefix = topics.prefix
 
     def make(name: str = "w1", **settings: str) -> WorkerProcess:
         env = {
@@ -124,15 +148,3 @@ def latest_snapshots(bootstrap: str, topic: str) -> dict[str, dict[str, object]]
         if vendor not in latest or snap["version"] >= latest[vendor]["version"]:  # type: ignore[operator]
             latest[vendor] = snap
     return latest
-
-
-def wait_until(
-    check: Callable[[], bool], within: float, what: str, worker: WorkerProcess | None = None
-) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    detail = f"\nworker output:\n{worker.output()}" if worker else ""
-    raise AssertionError(f"timed out after {within:.0f}s waiting for {what}{detail}")

@@ -18,13 +18,13 @@ from api.app import create_app
 from api.auth import make_token
 from api.server import ServerThread
 from api.settings import ApiSettings
+from infra.ports import free_port, wait_http_ready
 from infra.simulate import EventGenerator, SimConfig
 from schemas.codec import FastavroCodec
 from schemas.events import OrderPlaced
 from schemas.topics import Topics
 from tests.integration.conftest import WorkerProcess
-from tests.integration.test_api_live import settings_for, wait_ready
-from tests.integration.test_client import free_port
+from tests.integration.test_api_live import settings_for
 
 DAY = 86_400_000
 VENDOR = "vendor-001"
@@ -88,7 +88,7 @@ async def settled(
 async def start_api(settings: ApiSettings, port: int) -> ServerThread:
     server = ServerThread(create_app(settings), settings, port=port)
     await asyncio.to_thread(server.start)
-    await wait_ready(port)
+    await asyncio.to_thread(wait_http_ready, port, 20.0, interval=0.05)
     return server
 
 

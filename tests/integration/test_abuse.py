@@ -1,7 +1,7 @@
 """WebSocket abuse at volume against a running API (`vendorpulse api` as a child process on the session's
 Kafka), next to well-behaved clients (docs/GUARANTEES.md §4, docs/API.md "Abuse").
 
-Thousands of half-open connections and hundreds of oversized, invalid and flooding ones (infra.abuse,
+Thousands of half-open connections and hundreds of oversized, invalid and flooding ones (infra.harness.abuse,
 in a child process) while `new_order` records and snapshots flow to four good clients. Asserted: each
 abuser got its error frames and close code (or HTTP status) from the server, which closed every one of
 them; the good clients got every order in order and the final snapshot, and were never disconnected;
@@ -16,17 +16,27 @@ import os
 import signal
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from api.auth import make_token
 from api.settings import api_settings
-from infra.abuse import INVALID, Feed, Good, Plan, Seen, good_client, produce, run_attack
-from infra.chaos import WS_PATH, Child, free_port, wait_ready
-from infra.soak import open_fds
+from infra.harness.abuse import (
+    INVALID,
+    Good,
+    Plan,
+    ProducedActivity,
+    Seen,
+    good_client,
+    produce_activity,
+    run_attack,
+)
+from infra.harness.chaos import WS_PATH, Child
+from infra.harness.soak import open_fds
+from infra.ports import free_port, wait_http_ready
 from schemas.topics import Topics
+from tests.polling import settle
 
 REQUEST_TIMEOUT = 3  # seconds: half-open connections are closed after it (default 10)
 HEARTBEAT = 1  # seconds: silent authenticated connections miss two pings quickly (default 15)
@@ -44,7 +54,7 @@ def test_abuse_at_volume_leaves_good_clients_served(
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "VENDORPULSE_TOPIC_PREFIX": topics.orders.removesuffix("orders"),
+        "VENDORPULSE_TOPIC_PREFIX": topics.prefix,
         "VENDORPULSE_ENV": "dev",
         "VENDORPULSE_REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT),
         "VENDORPULSE_HEARTBEAT_SECONDS": str(HEARTBEAT),
@@ -52,7 +62,7 @@ def test_abuse_at_volume_leaves_good_clients_served(
     port = free_port()
     api = Child(["api", "--port", str(port)], env, tmp_path / "api.log").start()
     try:
-        wait_ready(port, api)
+        wait_http_ready(port, detail=api.tail)
         assert api.proc is not None
         run = asyncio.run(_abuse(port, api.proc.pid, kafka_bootstrap, topics, env))
         assert api.alive(), api.tail()
@@ -62,11 +72,11 @@ def test_abuse_at_volume_leaves_good_clients_served(
             metrics = response.read().decode()
     finally:
         api.kill(signal.SIGTERM)
-    seen, good, feed, fds = run
+    seen, good, produced, fds = run
     with capsys.disabled():
         print(
             f"\nabuse: connections={sum(len(s) for s in seen.values())} messages={PLAN.messages()} "
-            f"orders={sum(len(o) for o in feed.orders.values())} fds baseline/peak/after={fds}"
+            f"orders={sum(len(o) for o in produced.orders.values())} fds baseline/peak/after={fds}"
         )
 
     # every abuser was answered as documented, and the server closed it (none left to the client)
@@ -95,10 +105,10 @@ def test_abuse_at_volume_leaves_good_clients_served(
     # the good clients were served throughout
     for g in good:
         assert g.closed is None, f"{g.vendor}: closed by the server with {g.closed}"
-        assert g.orders == feed.orders[g.vendor]  # every order, in order, none twice
+        assert g.orders == produced.orders[g.vendor]  # every order, in order, none twice
         assert g.latencies.get("abuse"), "orders produced during the abuse reached the client"
         assert g.versions == sorted(g.versions)
-        assert g.versions[-1] == feed.versions[g.vendor]
+        assert g.versions[-1] == produced.versions[g.vendor]
 
     # descriptors back to their baseline; refusals counted
     baseline, peak, after = fds
@@ -110,9 +120,9 @@ def test_abuse_at_volume_leaves_good_clients_served(
 
 async def _abuse(
     port: int, pid: int, bootstrap: str, topics: Topics, env: dict[str, str]
-) -> tuple[dict[str, list[Seen]], list[Good], Feed, tuple[int, int, int]]:
+) -> tuple[dict[str, list[Seen]], list[Good], ProducedActivity, tuple[int, int, int]]:
     settings = api_settings(env="dev", bootstrap_servers=bootstrap)
-    stop, stop_clients, feed = asyncio.Event(), asyncio.Event(), Feed(phase="abuse")
+    stop, stop_clients, produced = asyncio.Event(), asyncio.Event(), ProducedActivity(phase="abuse")
     good = [Good(v) for v in GOOD_VENDORS for _ in range(2)]
     clients = []
     for n, g in enumerate(good):
@@ -131,24 +141,16 @@ async def _abuse(
             await asyncio.sleep(0.2)
 
     producer = asyncio.create_task(
-        produce(bootstrap, topics.activity, topics.metrics, GOOD_VENDORS, 20, stop, feed)
+        produce_activity(bootstrap, topics.activity, topics.metrics, GOOD_VENDORS, 20, stop, produced)
     )
     sampler = asyncio.create_task(sample())
     seen = await run_attack(port, PLAN, env)
     stop.set()
     await asyncio.gather(producer, sampler)
-    await until(lambda: all(g.orders == feed.orders[g.vendor] for g in good), within=20)
+    await settle(lambda: all(g.orders == produced.orders[g.vendor] for g in good), within=20)
     await asyncio.sleep(1)  # the last snapshot version
-    await until(lambda: open_fds(pid) <= baseline + 2, within=20)
+    await settle(lambda: open_fds(pid) <= baseline + 2, within=20)
     after = open_fds(pid)
     stop_clients.set()
     await asyncio.gather(*clients)
-    return seen, good, feed, (baseline, peak, after)
-
-
-async def until(check: Callable[[], bool], within: float) -> None:
-    """Poll `check` every 0.2 s for up to `within` seconds (the assertions afterwards judge)."""
-    for _ in range(int(within / 0.2)):
-        if check():
-            return
-        await asyncio.sleep(0.2)
+    return seen, good, produced, (baseline, peak, after)

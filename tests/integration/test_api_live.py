@@ -22,15 +22,11 @@ from api.app import WS_PATH, create_app
 from api.auth import make_token
 from api.server import ServerThread
 from api.settings import ApiSettings, api_settings
-from processors.core.snapshot import snapshot as zero_snapshot
-from processors.core.state import new_state
+from infra.ports import wait_http_ready
 from schemas.topics import Topics, partition_for
+from tests.fakes import snapshot
 
 SECRET = "integration-secret-" + "x" * 32
-
-
-def prefix_of(topics: Topics) -> str:
-    return topics.metrics.removesuffix("vendor-metrics")
 
 
 def settings_for(bootstrap: str, topics: Topics, **overrides: Any) -> ApiSettings:
@@ -38,19 +34,10 @@ def settings_for(bootstrap: str, topics: Topics, **overrides: Any) -> ApiSetting
         "env": "test",
         "jwt_secret": SECRET,
         "bootstrap_servers": bootstrap,
-        "topic_prefix": prefix_of(topics),
+        "topic_prefix": topics.prefix,
         "lag_interval_seconds": 0.5,
     }
     return api_settings(**(base | overrides))
-
-
-def snap(vendor: str, version: int, padding: int = 0) -> dict[str, Any]:
-    data = zero_snapshot(new_state(vendor), int(time.time() * 1000))
-    data["version"] = version
-    data["metrics"]["orders"]["current"] = version
-    if padding:
-        data["padding"] = "x" * padding
-    return data
 
 
 async def produce(bootstrap: str, topic: str, records: list[tuple[str, dict[str, Any]]]) -> None:
@@ -70,21 +57,10 @@ async def running_api(settings: ApiSettings, port: int = 0, log_level: str = "wa
     server = ServerThread(create_app(settings), settings, port=port, log_level=log_level)
     await asyncio.to_thread(server.start)
     try:
-        await wait_ready(server.port)
+        await asyncio.to_thread(wait_http_ready, server.port, 20.0, interval=0.05)
         yield server.port
     finally:
         await asyncio.to_thread(server.stop)
-
-
-async def wait_ready(port: int, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-        while True:
-            response = await http.get("/readyz")
-            if response.status_code == 200:
-                return
-            assert time.monotonic() < deadline, f"API not ready: {response.text}"
-            await asyncio.sleep(0.05)
 
 
 def ws_url(port: int, token: str, vendor: str) -> str:
@@ -113,7 +89,7 @@ async def test_every_message_type_live(
     kafka_bootstrap: str, topics: Topics, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    await produce(kafka_bootstrap, topics.metrics, [("va", snap("va", 2)), ("va", snap("va", 3))])
+    await produce(kafka_bootstrap, topics.metrics, [("va", snapshot("va", 2)), ("va", snapshot("va", 3))])
     settings = settings_for(kafka_bootstrap, topics, heartbeat_seconds=0.5, refresh_seconds=0.8)
     token = make_token("va", settings=settings)
     async with running_api(settings, log_level="info") as port:
@@ -128,7 +104,7 @@ async def test_every_message_type_live(
             assert status["type"] == "connection_status"
             assert status["data"]["status"] == "connected"
             assert (await recv_type(ws, "analytics_update"))["data"]["version"] == 3
-            await produce(kafka_bootstrap, topics.metrics, [("va", snap("va", 4))])
+            await produce(kafka_bootstrap, topics.metrics, [("va", snapshot("va", 4))])
             update = await recv_type(ws, "metrics_update")
             assert update["data"]["version"] == 4
             assert update["data"]["metrics"]["orders"]["current"] == 4
@@ -199,7 +175,7 @@ async def test_slow_client_gets_the_newest_snapshot_and_does_not_delay_a_fast_on
             await produce(
                 kafka_bootstrap,
                 topics.metrics,
-                [("vs", snap("vs", v, padding=256_000)) for v in range(1, total + 1)],
+                [("vs", snapshot("vs", v, padding=256_000)) for v in range(1, total + 1)],
             )
             produced = time.monotonic()
             fast_versions: list[int] = []
@@ -264,7 +240,7 @@ async def test_restart_clients_reconnect_and_receive_current_data(
 ) -> None:
     settings = settings_for(kafka_bootstrap, topics)
     token = make_token("vr", settings=settings)
-    await produce(kafka_bootstrap, topics.metrics, [("vr", snap("vr", 1))])
+    await produce(kafka_bootstrap, topics.metrics, [("vr", snapshot("vr", 1))])
     async with running_api(settings) as port:
         ws = await connect(ws_url(port, token, "vr"), proxy=None)
         assert (await recv_type(ws, "analytics_update"))["data"]["version"] == 1
@@ -272,7 +248,7 @@ async def test_restart_clients_reconnect_and_receive_current_data(
         await recv_type(ws, "never")
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1012
-    await produce(kafka_bootstrap, topics.metrics, [("vr", snap("vr", 2))])  # while the API is down
+    await produce(kafka_bootstrap, topics.metrics, [("vr", snapshot("vr", 2))])  # while the API is down
     async with running_api(settings, port=port), connect(ws_url(port, token, "vr"), proxy=None) as again:
         assert (await recv_type(again, "analytics_update"))["data"]["version"] == 2
 

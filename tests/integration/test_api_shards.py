@@ -11,7 +11,8 @@ from websockets.exceptions import ConnectionClosed
 
 from api.auth import make_token
 from schemas.topics import Topics, partition_for
-from tests.integration.test_api_live import produce, recv_type, running_api, settings_for, snap, ws_url
+from tests.fakes import snapshot
+from tests.integration.test_api_live import produce, recv_type, running_api, settings_for, ws_url
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,7 @@ def vendor_of_shard(shard: int, count: int, partitions: int = 6) -> str:
 
 async def test_two_shards_split_the_vendors_between_them(kafka_bootstrap: str, topics: Topics) -> None:
     mine, theirs = vendor_of_shard(0, 2), vendor_of_shard(1, 2)
-    await produce(kafka_bootstrap, topics.metrics, [(mine, snap(mine, 3)), (theirs, snap(theirs, 5))])
+    await produce(kafka_bootstrap, topics.metrics, [(mine, snapshot(mine, 3)), (theirs, snapshot(theirs, 5))])
     node0 = settings_for(kafka_bootstrap, topics, api_shard="0/2", instance_id="api-0")
     node1 = settings_for(kafka_bootstrap, topics, api_shard="1/2", instance_id="api-1")
     admin = make_token(None, admin=True, settings=node0)
@@ -49,5 +50,5 @@ async def test_two_shards_split_the_vendors_between_them(kafka_bootstrap: str, t
 
         async with connect(ws_url(port0, make_token(mine, settings=node0), mine), proxy=None) as ws:
             assert (await recv_type(ws, "analytics_update"))["data"]["version"] == 3
-            await produce(kafka_bootstrap, topics.metrics, [(mine, snap(mine, 4))])
+            await produce(kafka_bootstrap, topics.metrics, [(mine, snapshot(mine, 4))])
             assert (await recv_type(ws, "metrics_update"))["data"]["version"] == 4

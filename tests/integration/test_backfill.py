@@ -77,7 +77,7 @@ def test_history_records_carry_their_aged_timestamps_and_live_ones_the_send_time
 def test_simulate_backfill_days_sends_history_stamped_as_it_aged(
     kafka_bootstrap: str, topics: Topics
 ) -> None:
-    prefix = topics.orders.removesuffix("orders")
+    prefix = topics.prefix
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "VENDORPULSE_TOPIC_PREFIX": prefix}
     started = int(time.time() * 1000)
     proc = subprocess.run(

@@ -9,9 +9,8 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,16 +20,13 @@ from api.app import create_app
 from api.auth import make_token
 from api.server import ServerThread
 from api.settings import ApiSettings, api_settings
+from infra.ports import free_port
 from schemas.topics import Topics, partition_for
-from tests.integration.test_api_live import SECRET, produce, running_api, settings_for, snap
+from tests.fakes import snapshot
+from tests.integration.test_api_live import SECRET, produce, running_api, settings_for
+from tests.polling import eventually_async
 
 FAST = Backoff(base_delay=0.05, max_delay=0.4)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def offline_settings(**overrides: Any) -> ApiSettings:
@@ -56,13 +52,6 @@ async def next_of(client: VendorPulseClient, kind: str, within: float = 10.0, **
     raise AssertionError(f"the client ended before a {kind}")
 
 
-async def until(check: Callable[[], bool], what: str, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"no {what} within {within} s"
-        await asyncio.sleep(0.01)
-
-
 async def wait_for_state(client: VendorPulseClient, state: ConnectionState, within: float = 10.0) -> float:
     started = time.monotonic()
     while client.state is not state:
@@ -82,7 +71,9 @@ async def test_backoff_schedule_then_reconnect_then_attempt_limit() -> None:
         assert client.connection_health()["connectionState"] == "connected"
     # The API is gone: the client retries with full-jitter waits drawn from the same seeded sequence.
     await wait_for_state(client, ConnectionState.RECONNECTING)
-    await until(lambda: client.connection_health()["reconnectAttempts"] >= 2, "two failed attempts")
+    await eventually_async(
+        lambda: client.connection_health()["reconnectAttempts"] >= 2, "two failed attempts"
+    )
     health = client.connection_health()
     assert health["isHealthy"] is False
     assert health["connectionState"] == "reconnecting"
@@ -205,7 +196,7 @@ async def test_resume_across_an_api_restart_without_gap_or_duplicate(
         records = [(v, order(v, n)) for n in numbers for v in (vendor, neighbour)]
         await produce(kafka_bootstrap, topics.activity, records)
 
-    await produce(kafka_bootstrap, topics.metrics, [(vendor, snap(vendor, 1))])
+    await produce(kafka_bootstrap, topics.metrics, [(vendor, snapshot(vendor, 1))])
     await orders(range(0, 3))  # before anyone listens: never delivered
     settings = settings_for(kafka_bootstrap, topics)
     token = make_token(vendor, settings=settings)
@@ -220,7 +211,7 @@ async def test_resume_across_an_api_restart_without_gap_or_duplicate(
             seen.append((await next_of(client, "new_order")).data["orderId"])
     await wait_for_state(client, ConnectionState.RECONNECTING)
     await orders(range(8, 30))  # while the API is down
-    await produce(kafka_bootstrap, topics.metrics, [(vendor, snap(vendor, 2))])
+    await produce(kafka_bootstrap, topics.metrics, [(vendor, snapshot(vendor, 2))])
     async with running_api(settings, port=port):
         down_since = time.monotonic()
         await wait_for_state(client, ConnectionState.CONNECTED)

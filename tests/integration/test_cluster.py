@@ -12,8 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from infra.chaos import free_base_port
-from infra.kafka import LocalKafka
+from infra.kafka import LocalKafka, free_base_port
 from processors.topics_admin import broker_count, ensure_topics
 from schemas.topics import Topics
 

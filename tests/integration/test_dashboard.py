@@ -22,11 +22,11 @@ from api.app import create_app
 from api.auth import make_token
 from api.server import ServerThread
 from api.settings import api_settings
+from infra.ports import free_port
 from schemas.topics import Topics
 from tests.integration.conftest import WorkerProcess
 from tests.integration.live_stack import live_stack
 from tests.integration.test_api_live import SECRET
-from tests.integration.test_client import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -24,13 +24,20 @@ import pytest
 from api import Backoff, VendorPulseClient
 from api.auth import make_token
 from api.settings import api_settings
-from infra.chaos import Child, Stack, broker_loss, free_port, three_brokers, wait_ready
+from infra.harness.chaos import Child, Stack, broker_loss, three_brokers
+from infra.harness.soak import soak
+from infra.ports import free_port, wait_http_ready
 from infra.simulate import EventGenerator, SimConfig, produce
-from infra.soak import soak
 from schemas.codec import FastavroCodec
 from schemas.events import Event, OrderItem, OrderPlaced
 from schemas.topics import Topics
-from tests.integration.conftest import ROOT, WorkerProcess, latest_snapshots, read_topic
+from tests.integration.conftest import (
+    ROOT,
+    WorkerProcess,
+    assert_no_watchdog_restart,
+    latest_snapshots,
+    read_topic,
+)
 from tests.integration.test_worker import Message, assert_converges, history, send
 from tests.unit.reference import accepted_events
 
@@ -55,6 +62,7 @@ def test_broker_loss_keeps_every_event_and_the_client_keeps_receiving(
         assert stack.worker.alive(), stack.worker.tail()
         assert stack.api.alive(), stack.api.tail()
         assert (stack.worker.starts, stack.api.starts) == (1, 1)  # neither was restarted
+        assert_no_watchdog_restart(worker)  # nor did the worker replace itself
         seen = result.watch
         assert seen.disconnects == 0  # the client stayed connected: the API reconnected to Kafka itself
         assert seen.versions == sorted(seen.versions)  # never an older snapshot
@@ -129,6 +137,7 @@ def test_bad_input_at_volume_goes_to_the_dlq_and_every_good_event_counts(
     assert announced == accepted
     assert worker.alive()
     assert worker.starts == 1  # never restarted
+    assert_no_watchdog_restart(worker)
 
 
 def test_short_soak_writes_its_chart_fds_flat_lag_bounded(
@@ -137,7 +146,7 @@ def test_short_soak_writes_its_chart_fds_flat_lag_bounded(
     out = ROOT / "test-artifacts" / "soak-ci"
     result = soak(
         kafka_bootstrap,
-        topics.orders.removesuffix("orders"),
+        topics.prefix,
         out,
         duration=60,
         clients=20,
@@ -177,7 +186,7 @@ def test_worker_and_api_killed_under_load_clients_converge_and_miss_no_order(
     api = Child(["api", "--port", str(port)], {**worker.env, "VENDORPULSE_ENV": "dev"}, tmp_path / "api.log")
     api.start()
     try:
-        wait_ready(port, api)
+        wait_http_ready(port, detail=api.tail)
         vendors = sorted({e.vendor_id for _, e in log})
         clients, kills = asyncio.run(
             _crash_under_load(kafka_bootstrap, topics, messages, worker, api, port, vendors)
@@ -186,6 +195,8 @@ def test_worker_and_api_killed_under_load_clients_converge_and_miss_no_order(
         api.kill(signal.SIGTERM)
     assert kills == {"worker": 3, "api": 3}
     assert_converges(kafka_bootstrap, topics, log, worker, within=120)
+    assert worker.starts == 4  # the first start and the three after the test's kills
+    assert_no_watchdog_restart(worker)  # and no restart by the worker's own watchdog
     final = latest_snapshots(kafka_bootstrap, topics.metrics)
     accepted = {
         vendor: {e.event_id for e in accepted_events([e for _, e in log], vendor)[0] if isinstance(e, OrderPlaced)}
@@ -269,7 +280,7 @@ async def _crash_under_load(
         api.start()
         kills["api"] += 1
     await producer
-    await asyncio.to_thread(wait_ready, port, api)
+    await asyncio.to_thread(wait_http_ready, port, detail=api.tail)
     # every client converges to the final snapshot, however many versions it skipped
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -310,6 +321,7 @@ def test_total_kafka_outage_nothing_restarts_and_everything_converges(
         assert stack.worker.alive(), stack.worker.tail()
         assert stack.api.alive(), stack.api.tail()
         assert (stack.worker.starts, stack.api.starts) == (1, 1)  # neither was restarted
+        assert_no_watchdog_restart(worker)  # nor did the worker replace itself
         for seen in outage.clients.values():
             assert seen.disconnects == 0, seen.vendor  # stayed connected through the outage
             assert seen.pings_during_outage >= 1, seen.vendor  # the heartbeat went on

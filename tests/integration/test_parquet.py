@@ -16,7 +16,7 @@ from processors.archive import run_export
 from processors.replay import run_replay
 from schemas.events import Event
 from schemas.topics import Topics
-from tests.integration.test_registry import settings_for
+from tests.fakes import kafka_settings
 from tests.unit.test_parquet import revenue_per_vendor_per_month
 
 DAY = 86_400_000
@@ -34,7 +34,7 @@ def test_parquet_export_sums_equal_the_snapshots(
         produce(kafka_bootstrap, topics.orders, topics.inventory, config, rate=0, count=3000, keep=sent,
                 framing="mixed", registry_url=schema_registry)
     )  # fmt: skip
-    settings = settings_for(kafka_bootstrap, topics, schema_registry)
+    settings = kafka_settings(kafka_bootstrap, topics, schema_registry_url=schema_registry)
     summary = run_export(settings, out_dir=tmp_path / "export", file_format="parquet")
     sent_by_type = Counter(type(e).__name__ for _, e in sent)
     assert summary.files == {f"{name}.parquet": n for name, n in sent_by_type.items()}

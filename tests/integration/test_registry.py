@@ -39,25 +39,18 @@ from schemas.confluent import SchemaResolver
 from schemas.events import Event, OrderPlaced
 from schemas.exceptions import RegistryUnavailable, UnknownSchemaId
 from schemas.registration import register_published
-from schemas.settings import KafkaSettings
 from schemas.topics import Topics
 from tests.conftest import make_topics
-from tests.integration.conftest import WorkerProcess, latest_snapshots, read_topic, wait_until
+from tests.fakes import kafka_settings
+from tests.integration.conftest import WorkerProcess, latest_snapshots, read_topic
 from tests.integration.test_worker import DAY, assert_converges, send
+from tests.polling import eventually
 
 ORDER = "vendorpulse.events.OrderPlaced"
 TOPIC_RECORDS = {
     "orders": ["OrderPlaced", "OrderCancelled"],
     "inventory": ["ProductUpserted", "InventoryAdjusted"],
 }
-
-
-def settings_for(bootstrap: str, topics: Topics, registry: str | None = None) -> KafkaSettings:
-    return KafkaSettings(
-        bootstrap_servers=bootstrap,
-        topic_prefix=topics.orders.removesuffix("orders"),
-        schema_registry_url=registry,
-    )
 
 
 def subjects_of(topics: Topics) -> dict[str, list[str]]:
@@ -146,13 +139,13 @@ def test_mixed_framings_fold_like_single_object_and_replay_equals_live(
     )
     for vendor, snap in sorted(live.items()):
         as_of = millis(str(snap["asOf"]))
-        plain = run_replay(settings_for(kafka_bootstrap, single), vendors=[vendor], as_of_ms=as_of)
+        plain = run_replay(kafka_settings(kafka_bootstrap, single), vendors=[vendor], as_of_ms=as_of)
         assert plain.snapshots == [snap], vendor
         # replay of the mixed topics, resolving ids through the registry, equals live as well
-        mixed = run_replay(settings_for(kafka_bootstrap, topics, schema_registry), vendors=[vendor], as_of_ms=as_of)  # fmt: skip
+        mixed = run_replay(kafka_settings(kafka_bootstrap, topics, schema_registry_url=schema_registry), vendors=[vendor], as_of_ms=as_of)  # fmt: skip
         assert mixed.snapshots == [snap], vendor
         assert not mixed.counts.refused
-    without = run_replay(settings_for(kafka_bootstrap, topics))  # no registry: refused, counted
+    without = run_replay(kafka_settings(kafka_bootstrap, topics))  # no registry: refused, counted
     assert set(without.counts.refused) == {"bad_marker"}
 
 
@@ -247,8 +240,11 @@ def test_a_registry_stopped_for_20s_under_load_loses_nothing_and_sends_nothing_t
     asyncio.run(produce(kafka_bootstrap, topics.orders, topics.inventory, warm_up, rate=0, count=120, keep=sent,
                         framing="mixed", registry_url=url))  # fmt: skip
     # The worker has folded (and so resolved the published ids) before the load and the outage begin.
-    wait_until(
-        lambda: bool(latest_snapshots(kafka_bootstrap, topics.metrics)), 90, "a first snapshot", worker
+    eventually(
+        lambda: bool(latest_snapshots(kafka_bootstrap, topics.metrics)),
+        "first snapshot",
+        90,
+        detail=worker.output,
     )
     load = SimConfig(vendors=4, products=10, customers=60, seed=33)
     producing = threading.Thread(
@@ -425,7 +421,7 @@ def test_simulate_produces_through_the_avro_serializer(
 ) -> None:
     topics = make_topics()
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
-    monkeypatch.setenv("VENDORPULSE_TOPIC_PREFIX", topics.orders.removesuffix("orders"))
+    monkeypatch.setenv("VENDORPULSE_TOPIC_PREFIX", topics.prefix)
     monkeypatch.setenv("VENDORPULSE_SCHEMA_REGISTRY_URL", schema_registry)
     result = CliRunner().invoke(
         cli,

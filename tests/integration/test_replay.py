@@ -25,18 +25,14 @@ from processors.replay import run_replay
 from processors.topics_admin import ensure_topics
 from schemas.codec import FastavroCodec
 from schemas.events import Event
-from schemas.settings import KafkaSettings
 from schemas.topics import Topics
 from tests.conftest import make_topics
+from tests.fakes import kafka_settings
 from tests.integration.conftest import WorkerProcess, latest_snapshots, read_topic
 from tests.integration.test_worker import DAY, Message, assert_converges, history, send
 from tests.unit.reference import reference_snapshot
 
 codec = FastavroCodec()
-
-
-def settings_for(bootstrap: str, topics: Topics) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=topics.orders.removesuffix("orders"))
 
 
 def millis(iso: str) -> int:
@@ -61,7 +57,7 @@ def test_replayed_snapshots_equal_the_live_workers(
     assert_converges(kafka_bootstrap, topics, log, worker)
     live = latest_snapshots(kafka_bootstrap, topics.metrics)
     groups = asyncio.run(consumer_groups(kafka_bootstrap))
-    settings = settings_for(kafka_bootstrap, topics)
+    settings = kafka_settings(kafka_bootstrap, topics)
     for vendor, snap in sorted(live.items()):
         out = tmp_path / f"{vendor}.jsonl"
         summary = run_replay(settings, vendors=[vendor], as_of_ms=millis(str(snap["asOf"])), out_path=out)  # fmt: skip
@@ -104,7 +100,7 @@ def test_ranges_cut_the_log_by_record_time_and_a_live_topic_still_ends(
     middle = int(time.time() * 1000)
     time.sleep(0.05)
     asyncio.run(send(kafka_bootstrap, messages_of(topics, second)))
-    settings = settings_for(kafka_bootstrap, topics)
+    settings = kafka_settings(kafka_bootstrap, topics)
 
     early = run_replay(settings, to_ms=middle)  # as of --to by default
     assert early.as_of_ms == middle
@@ -140,7 +136,7 @@ def test_publishes_one_snapshot_per_vendor_never_to_a_live_topic_and_jobs_agree(
 ) -> None:
     events = generated(300, 4, int(time.time() * 1000) - DAY)
     asyncio.run(send(kafka_bootstrap, messages_of(topics, events)))
-    settings = settings_for(kafka_bootstrap, topics)
+    settings = kafka_settings(kafka_bootstrap, topics)
     with pytest.raises(ReplayError, match="live pipeline"):
         run_replay(settings, publish_topic=topics.metrics)
     target = topics.metrics + ".replay"
@@ -164,7 +160,7 @@ def test_export_and_import_round_trip_through_kafka(
         (topics.inventory, b"vendor-001", b"\xc3\x01" + b"\x00" * 8 + b"junk"),
     ]
     asyncio.run(send(kafka_bootstrap, messages[:700] + poison + messages[700:]))
-    source = settings_for(kafka_bootstrap, topics)
+    source = kafka_settings(kafka_bootstrap, topics)
     exported = run_export(source, out_dir=tmp_path / "archive")
     assert exported.records == len(messages) + len(poison)
     assert dict(exported.skipped) == {"bad_key": 1, "unknown_fingerprint": 1}
@@ -173,7 +169,7 @@ def test_export_and_import_round_trip_through_kafka(
 
     copy = make_topics()
     asyncio.run(ensure_topics(kafka_bootstrap, copy, partitions=3))  # another layout: vendors still whole
-    target = settings_for(kafka_bootstrap, copy)
+    target = kafka_settings(kafka_bootstrap, copy)
     imported = run_import(target, [tmp_path / "archive"])
     assert imported.records == len(messages)
     assert not imported.skipped
@@ -215,11 +211,11 @@ def test_an_import_keeps_each_records_timestamp_so_the_horizon_replays_the_same(
             await producer.stop()
 
     asyncio.run(produce())
-    source = settings_for(kafka_bootstrap, topics).model_copy(update={"lateness_days": 5})
+    source = kafka_settings(kafka_bootstrap, topics).model_copy(update={"lateness_days": 5})
     run_export(source, out_dir=tmp_path / "archive")
     copy = make_topics()
     asyncio.run(ensure_topics(kafka_bootstrap, copy, partitions=3))
-    target = settings_for(kafka_bootstrap, copy).model_copy(update={"lateness_days": 5})
+    target = kafka_settings(kafka_bootstrap, copy).model_copy(update={"lateness_days": 5})
     run_import(target, [tmp_path / "archive"])
     stamps = {
         t: sorted((r.key, r.timestamp, r.value) for r in asyncio.run(read_records(kafka_bootstrap, t)))

@@ -21,7 +21,7 @@ def cli(args: list[str], bootstrap: str, topics: Topics) -> subprocess.Completed
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "VENDORPULSE_TOPIC_PREFIX": topics.orders.removesuffix("orders"),
+        "VENDORPULSE_TOPIC_PREFIX": topics.prefix,
     }
     return subprocess.run(
         [sys.executable, "-m", "infra", *args],

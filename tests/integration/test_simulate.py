@@ -61,7 +61,7 @@ def test_simulated_events_come_back_decoded_in_per_vendor_order(kafka_bootstrap:
 
 
 def test_simulate_command_prints_its_summary(kafka_bootstrap: str, topics: Topics) -> None:
-    prefix = topics.orders.removesuffix("orders")
+    prefix = topics.prefix
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "VENDORPULSE_TOPIC_PREFIX": prefix}
     proc = subprocess.run(
         [sys.executable, "-m", "infra", "simulate", "--count", "500", "--rate", "0", "--seed", "11"],

@@ -20,9 +20,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx2
 import pytest
 
+from infra.ports import free_port
 from schemas.topics import Topics
 from tests.integration.conftest import ROOT, read_topic
-from tests.integration.test_client import free_port
 
 
 @pytest.mark.parametrize("registry", [False, True], ids=["single-object", "with-registry"])
@@ -34,7 +34,7 @@ def test_up_starts_everything_prints_the_dashboard_and_stops_on_ctrl_c(
     env = {k: v for k, v in os.environ.items() if k not in unset}
     env |= {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "VENDORPULSE_TOPIC_PREFIX": topics.orders.removesuffix("orders"),
+        "VENDORPULSE_TOPIC_PREFIX": topics.prefix,
         "VENDORPULSE_STATE_DIR": str(tmp_path / "state"),
         "VENDORPULSE_DATA_DIR": str(tmp_path / "worker-data"),
     }

@@ -24,9 +24,15 @@ from processors.replay import run_replay
 from schemas.codec import Codec, FastavroCodec
 from schemas.events import Event, OrderCancelled, OrderItem, OrderPlaced, ProductUpserted
 from schemas.exceptions import CodecError
-from schemas.settings import KafkaSettings
 from schemas.topics import Topics
-from tests.integration.conftest import WorkerProcess, latest_snapshots, read_topic, wait_until
+from tests.fakes import kafka_settings
+from tests.integration.conftest import (
+    WorkerProcess,
+    assert_no_watchdog_restart,
+    latest_snapshots,
+    read_topic,
+)
+from tests.polling import eventually
 from tests.unit.reference import accepted_events, reference_snapshot
 
 DAY = 86_400_000
@@ -70,16 +76,19 @@ def history(
     return messages, [(topic_of[kind], e) for kind, e in log]
 
 
-async def send(bootstrap: str, messages: list[Message], rate: float = 0.0) -> None:
+async def send(bootstrap: str, messages: list[Message], rate: float = 0.0) -> list[tuple[int, int]]:
+    """Sends `messages` in order (at about `rate` a second, if given); the (partition, offset) of each."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
         started = time.monotonic()
+        sent = []
         for i, (topic, key, value) in enumerate(messages):
-            await producer.send(topic, value=value, key=key)
+            sent.append(await producer.send(topic, value=value, key=key))
             if rate and i % 50 == 0:
                 await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
         await producer.flush()
+        return [(m.partition, m.offset) for m in await asyncio.gather(*sent)]
     finally:
         await producer.stop()
 
@@ -126,7 +135,7 @@ def assert_converges(
         return all(latest.get(v, {}).get("version") == final[v] for v in vendors)
 
     try:
-        wait_until(caught_up, within, "every vendor's snapshot to reach its final version", worker)
+        eventually(caught_up, "final version of every vendor's snapshot", within, detail=worker.output)
     except AssertionError as exc:
         short = {v: (latest.get(v, {}).get("version"), final[v]) for v in vendors}
         short = {v: versions for v, versions in short.items() if versions[0] != versions[1]}
@@ -165,6 +174,7 @@ def test_snapshots_equal_the_reference_over_the_log(
     dlq = asyncio.run(read_topic(kafka_bootstrap, topics.orders_dlq))
     assert [dict(h)["vp.error.code"] for _, _, h in dlq] == [b"invalid_event"]
     assert b"currency" in dict(dlq[0][2])["vp.error.message"]
+    assert_no_watchdog_restart(worker)
 
 
 def test_killed_three_times_mid_stream_still_exact(
@@ -186,6 +196,8 @@ def test_killed_three_times_mid_stream_still_exact(
     producer.join()
     assert kills == 3
     assert_converges(kafka_bootstrap, topics, log, worker, within=120)
+    assert worker.starts == 4  # the three restarts after the kills, by the test
+    assert_no_watchdog_restart(worker)
 
 
 def test_two_workers_share_partitions_and_one_leaves(
@@ -203,6 +215,8 @@ def test_two_workers_share_partitions_and_one_leaves(
     second.kill(signal.SIGTERM)  # leaves: its partitions move to the first worker
     producer.join()
     assert_converges(kafka_bootstrap, topics, log, first, within=120)
+    assert first.alive(), first.output()
+    assert_no_watchdog_restart(first, second)
 
 
 def test_a_worker_joining_mid_stream_takes_over_partitions_exactly(
@@ -220,6 +234,7 @@ def test_a_worker_joining_mid_stream_takes_over_partitions_exactly(
     assert_converges(kafka_bootstrap, topics, log, first, within=120)
     assert first.alive(), first.output()
     assert second.alive(), second.output()
+    assert_no_watchdog_restart(first, second)
 
 
 def test_poison_messages_go_to_the_dlq_and_the_stream_continues(
@@ -240,20 +255,22 @@ def test_poison_messages_go_to_the_dlq_and_the_stream_continues(
         (topics.orders, b"", good),  # no vendor key
     ]
     half = len(messages) // 2
-    asyncio.run(send(kafka_bootstrap, messages[:half] + poison + messages[half:]))
+    positions = asyncio.run(send(kafka_bootstrap, messages[:half] + poison + messages[half:]))
+    poison_positions = positions[half : half + len(poison)]
     worker = make_worker().start()
     assert_converges(kafka_bootstrap, topics, log, worker)
     dead = asyncio.run(read_topic(kafka_bootstrap, topics.orders_dlq)) + asyncio.run(
         read_topic(kafka_bootstrap, topics.inventory_dlq)
     )
     by_value = {value: dict(headers) for _, value, headers in dead}
-    for topic, _, value in poison:
+    for (topic, _, value), (partition, offset) in zip(poison, poison_positions, strict=True):
         headers = by_value[value]  # the original bytes, unchanged
-        assert headers["vp.source.topic"] == topic.encode()
-        assert int(headers["vp.source.offset"]) >= 0
+        source = (headers["vp.source.topic"], headers["vp.source.partition"], headers["vp.source.offset"])
+        assert source == (topic.encode(), str(partition).encode(), str(offset).encode())
     codes = [by_value[value]["vp.error.code"].decode() for _, _, value in poison]
     assert codes == ["bad_marker", "unknown_fingerprint", "truncated_body", "invalid_event", "bad_key"]
-    assert worker.alive()  # never restarted, never crashed
+    assert worker.alive()  # never crashed
+    assert_no_watchdog_restart(worker)
 
 
 async def read_stamped(bootstrap: str, topic: str) -> list[tuple[int, Event]]:
@@ -332,7 +349,7 @@ def test_a_lateness_horizon_dead_letters_late_events_and_replay_equals_live(
         latest.update(latest_snapshots(kafka_bootstrap, topics.metrics))
         return all(latest.get(v, {}).get("version") == final[v] for v in vendors)
 
-    wait_until(caught_up, 90, "every vendor's snapshot to reach its final version", worker)
+    eventually(caught_up, "final version of every vendor's snapshot", 90, detail=worker.output)
     for vendor in vendors:
         snap = latest[vendor]
         as_of = int(datetime.fromisoformat(str(snap["asOf"]).replace("Z", "+00:00")).timestamp() * 1000)
@@ -347,12 +364,11 @@ def test_a_lateness_horizon_dead_letters_late_events_and_replay_equals_live(
         b"horizon H = " in h["vp.error.message"] and b"record ts " in h["vp.error.message"] for h in late
     )
     # A replay with the same L reads the same records and timestamps: the same numbers.
-    settings = KafkaSettings(
-        bootstrap_servers=kafka_bootstrap, topic_prefix=topics.orders.removesuffix("orders"), lateness_days=5
-    )
+    settings = kafka_settings(kafka_bootstrap, topics, lateness_days=5)
     t = int(time.time() * 1000)
     summary = run_replay(settings, as_of_ms=t)
     assert summary.counts.refused["too_late"] == 30
     for snap in summary.snapshots:
         assert snap == expected(str(snap["vendorId"]), t)
     assert worker.alive()
+    assert_no_watchdog_restart(worker)

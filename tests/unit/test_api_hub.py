@@ -4,22 +4,13 @@ reading, versions never going back, a blocked client never delaying another, bou
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from api.connection import Connection, State
 from api.frames import VendorSnapshot
 from api.hub import Hub
 from api.protocol import Close, Out
 from api.telemetry import Telemetry
-from tests.fakes import RecordingSink
-
-
-def zero(vendor: str) -> dict[str, Any]:
-    return {"vendorId": vendor, "version": 0, "asOf": "2026-01-01T00:00:00.000Z"}
-
-
-def snap(vendor: str, version: int) -> dict[str, Any]:
-    return {"vendorId": vendor, "version": version, "asOf": "2026-11-25T00:00:00.000Z"}
+from tests.fakes import RecordingSink, snapshot
 
 
 def connect(hub: Hub, vendor: str = "v1", queue_size: int = 64) -> tuple[Connection, RecordingSink]:
@@ -34,28 +25,28 @@ def dropped(hub: Hub, kind: str) -> float | None:
 
 
 async def test_one_update_is_one_shared_frame_written_at_once_to_every_reading_client() -> None:
-    hub = Hub(Telemetry(), zero)
+    hub = Hub(Telemetry(), snapshot)
     hub.caught_up = True
     sinks = [connect(hub)[1] for _ in range(3)]
     written: list[bytes] = []
     for sink in sinks:
         write = sink.write
         sink.write = lambda frame, write=write: (written.append(frame.wire), write(frame))[1]  # type: ignore[method-assign]
-    hub.publish_snapshot(snap("v1", 7))
+    hub.publish_snapshot(snapshot("v1", 7))
     assert [s.versions() for s in sinks] == [[7], [7], [7]]  # no await: written during the fan-out
     assert len({id(w) for w in written}) == 1  # the same bytes object for all three
     assert hub.telemetry.messages_sent == 6  # 3 analytics_update on connect + 3 metrics_update
 
 
 async def test_slow_client_gets_only_the_newest_snapshot_and_never_delays_a_fast_one() -> None:
-    hub = Hub(Telemetry(), zero)
+    hub = Hub(Telemetry(), snapshot)
     hub.caught_up = True
     fast = connect(hub)[1]
     slow = connect(hub)[1]
-    hub.publish_snapshot(snap("v1", 1))
+    hub.publish_snapshot(snapshot("v1", 1))
     slow.block()  # the slow client stops reading
     for version in range(2, 201):
-        hub.publish_snapshot(snap("v1", version))
+        hub.publish_snapshot(snapshot("v1", version))
     assert fast.versions() == list(range(1, 201))
     assert slow.versions() == [1]
     slow.drain()
@@ -65,7 +56,7 @@ async def test_slow_client_gets_only_the_newest_snapshot_and_never_delays_a_fast
 
 
 async def test_versions_never_go_back_per_connection() -> None:
-    hub = Hub(Telemetry(), zero)
+    hub = Hub(Telemetry(), snapshot)
     hub.caught_up = True
     conn, sink = connect(hub)
     assert conn.update(VendorSnapshot("v1", 5, "a", b'{"version":5}'))
@@ -84,7 +75,7 @@ async def test_versions_never_go_back_per_connection() -> None:
 
 
 async def test_a_client_behind_the_order_feed_is_closed_to_resume_never_silently_dropped() -> None:
-    hub = Hub(Telemetry(), zero)
+    hub = Hub(Telemetry(), snapshot)
     conn, sink = connect(hub, queue_size=3)
     sink.block()
     for n in range(10):
@@ -104,7 +95,7 @@ async def test_a_client_behind_the_order_feed_is_closed_to_resume_never_silently
 
 
 async def test_events_keep_their_order_behind_a_blocked_socket() -> None:
-    hub = Hub(Telemetry(), zero)
+    hub = Hub(Telemetry(), snapshot)
     conn, sink = connect(hub, queue_size=100)
     hub.publish_event("v1", Out.NEW_ORDER, {"n": 0})
     sink.block()
@@ -117,7 +108,7 @@ async def test_events_keep_their_order_behind_a_blocked_socket() -> None:
 
 
 async def test_close_sends_queued_control_frames_then_closes() -> None:
-    hub = Hub(Telemetry(), zero)
+    hub = Hub(Telemetry(), snapshot)
     conn, sink = connect(hub)
     conn.close(
         Close.UNAUTHORIZED,
@@ -132,7 +123,7 @@ async def test_close_sends_queued_control_frames_then_closes() -> None:
 
 
 async def test_a_socket_that_never_takes_the_close_is_aborted_after_the_grace() -> None:
-    hub = Hub(Telemetry(), zero)
+    hub = Hub(Telemetry(), snapshot)
     conn, sink = connect(hub)
     sink.block()
     conn.close(Close.HEARTBEAT_TIMEOUT, "missed pongs")
@@ -142,10 +133,10 @@ async def test_a_socket_that_never_takes_the_close_is_aborted_after_the_grace() 
 
 
 async def test_no_pushes_while_rebuilding_then_one_full_update() -> None:
-    hub = Hub(Telemetry(), zero)
+    hub = Hub(Telemetry(), snapshot)
     conn, sink = connect(hub)
     for version in (1, 2, 3):
-        hub.publish_snapshot(snap("v1", version))
+        hub.publish_snapshot(snapshot("v1", version))
     assert sink.frames == []
     hub.mark_caught_up()
     assert [(f["type"], f["data"]["version"]) for f in sink.frames] == [("analytics_update", 3)]

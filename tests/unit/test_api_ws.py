@@ -17,6 +17,7 @@ from api.auth import make_token
 from api.hub import Hub
 from api.protocol import Out
 from api.settings import ApiSettings, api_settings
+from tests.fakes import snapshot
 
 SECRET = "k" * 48
 T = TypeVar("T")
@@ -25,20 +26,6 @@ T = TypeVar("T")
 def settings(**overrides: Any) -> ApiSettings:
     base: dict[str, Any] = {"env": "test", "jwt_secret": SECRET, "jwt_leeway_seconds": 0}
     return api_settings(**(base | overrides))
-
-
-def snapshot(vendor: str, version: int, revenue: int = 0) -> dict[str, Any]:
-    return {
-        "vendorId": vendor,
-        "asOf": "2026-11-25T12:00:00.000Z",
-        "periodDays": 30,
-        "currency": "EUR",
-        "version": version,
-        "metrics": {"revenue": {"current": revenue, "previous": 0, "trend": "up", "percentage": None}},
-        "topProducts": [],
-        "salesByCategory": [],
-        "monthlyTrends": [],
-    }
 
 
 def make_client(**overrides: Any) -> tuple[TestClient, FastAPI, ApiSettings]:

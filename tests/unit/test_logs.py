@@ -1,4 +1,5 @@
-"""Repeated Kafka client errors pass once per period; other loggers are untouched (infra/logs.py)."""
+"""Repeated Kafka client errors pass once per period; other loggers are untouched
+(processors/worker/client_logs.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Replay's fold takes records exactly as the live worker does: same records in, same snapshots, same
+"""Replay takes records exactly as the live worker does: same records in, same snapshots, same
 refusals (by DLQ code) out, whatever the interleaving of partitions; plus its filter and outputs."""
 
 from __future__ import annotations
@@ -119,41 +119,41 @@ def simulated(n: int, seed: int = 3, vendors: int = 4) -> list[Raw]:
 def live_worker(records: list[Rec], lateness_days: int = 400) -> VendorStates:
     """The worker's per-record logic over an empty table, fed in the order given."""
     table: dict[bytes, bytes] = {}
-    folder = VendorStates(
+    live = VendorStates(
         codec, orders_topic=ORDERS, inventory_topic=INVENTORY, metrics_topic="vendor-metrics",
         activity_topic="vendor-activity", dlq_topics={ORDERS: "orders.dlq", INVENTORY: "inventory.dlq"},
         load=lambda v, p: restore(v, p, table.get, codec, lateness_days),
     )  # fmt: skip
     for r in records:
-        folder.handle(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-    return folder
+        live.handle(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+    return live
 
 
 def replayed(records: list[Rec], vendors: set[str] | None = None, lateness_days: int = 400) -> ReplayStates:
-    """Replay's fold, fed partition by partition (orders first): another interleaving than the worker's."""
-    fold = ReplayStates(codec, vendors, lateness_days)
+    """Replay's states, fed partition by partition (orders first): another interleaving than the worker's."""
+    replay = ReplayStates(codec, vendors, lateness_days)
     for topic in (ORDERS, INVENTORY):
         for p in range(PARTITIONS):
-            fold.take(topic == ORDERS, [r for r in records if (r.topic, r.partition) == (topic, p)])
-    return fold
+            replay.take(topic == ORDERS, [r for r in records if (r.topic, r.partition) == (topic, p)])
+    return replay
 
 
-def assert_same(folder: VendorStates, fold: ReplayStates, instants: list[int]) -> None:
-    assert set(fold.states) == set(folder.vendors)
-    for vendor, log in folder.vendors.items():
+def assert_same(live: VendorStates, replay: ReplayStates, instants: list[int]) -> None:
+    assert set(replay.states) == set(live.vendors)
+    for vendor, log in live.vendors.items():
         for t in instants:
-            assert snapshot(fold.states[vendor], t, 30) == snapshot(log.state, t, 30), (vendor, t)
-    assert dict(fold.counts.refused) == folder.counts.refused
-    assert (fold.counts.applied, fold.counts.duplicates) == (folder.counts.applied, folder.counts.duplicates)
+            assert snapshot(replay.states[vendor], t, 30) == snapshot(log.state, t, 30), (vendor, t)
+    assert dict(replay.counts.refused) == live.counts.refused
+    assert (replay.counts.applied, replay.counts.duplicates) == (live.counts.applied, live.counts.duplicates)
 
 
 def test_replay_folds_simulated_traffic_as_the_worker_does() -> None:
     records = as_records(simulated(1500))
-    folder, fold = live_worker(records), replayed(records)
-    assert_same(folder, fold, [NOW, NOW - 10 * DAY_MS, NOW + 40 * DAY_MS])
-    assert fold.counts.records == len(records)
-    assert fold.counts.duplicates >= 8  # the re-sent events and the re-placed order
-    assert dict(fold.counts.refused) == {
+    live, replay = live_worker(records), replayed(records)
+    assert_same(live, replay, [NOW, NOW - 10 * DAY_MS, NOW + 40 * DAY_MS])
+    assert replay.counts.records == len(records)
+    assert replay.counts.duplicates >= 8  # the re-sent events and the re-placed order
+    assert dict(replay.counts.refused) == {
         "bad_key": 2, "bad_marker": 1, "truncated_body": 1, "wrong_topic": 1, "no_value": 1,
         "invalid_event": 2,  # the other currency, the other vendor's key
     }  # fmt: skip
@@ -166,10 +166,10 @@ def test_with_timestamps_and_a_short_horizon_replay_folds_as_the_worker_does() -
     sent += [s for s in sent[:200:9] if s[2] is not None]  # re-sent long after: too late by now
     records = as_records(sent, aging_stamps(sent))
     records[-1] = replace(records[-1], timestamp=NOW + 40 * DAY_MS)  # a clock far ahead
-    folder, fold = live_worker(records, lateness_days=3), replayed(records, lateness_days=3)
-    assert_same(folder, fold, [NOW, NOW - 2 * DAY_MS, NOW + 40 * DAY_MS])
-    assert fold.counts.refused["too_late"] >= 10
-    assert folder.counts.refused["too_late"] == fold.counts.refused["too_late"]
+    live, replay = live_worker(records, lateness_days=3), replayed(records, lateness_days=3)
+    assert_same(live, replay, [NOW, NOW - 2 * DAY_MS, NOW + 40 * DAY_MS])
+    assert replay.counts.refused["too_late"] >= 10
+    assert live.counts.refused["too_late"] == replay.counts.refused["too_late"]
 
 
 @dataclass(frozen=True)
@@ -227,9 +227,9 @@ def test_the_vendor_filter_skips_other_vendors_undecoded_and_zero_fills_absent_o
 
 def test_refused_records_are_counted_and_the_first_located() -> None:
     records = as_records(simulated(300))
-    fold = replayed(records)
-    assert sum(fold.counts.refused.values()) == len(fold.samples) == 8
-    cut = next(s for s in fold.samples if s.code == "truncated_body")
+    replay = replayed(records)
+    assert sum(replay.counts.refused.values()) == len(replay.samples) == 8
+    cut = next(s for s in replay.samples if s.code == "truncated_body")
     original = next(
         r for r in records if (r.topic, r.partition, r.offset) == (cut.topic, cut.partition, cut.offset)
     )
@@ -237,8 +237,8 @@ def test_refused_records_are_counted_and_the_first_located() -> None:
 
 
 def test_snapshots_go_to_json_lines_one_vendor_a_line(tmp_path: Path) -> None:
-    fold = replayed(as_records(simulated(300)))
-    snaps = fold.snapshots(NOW, 30)
+    replay = replayed(as_records(simulated(300)))
+    snaps = replay.snapshots(NOW, 30)
     out = tmp_path / "snapshots.jsonl"
     write_jsonl(out, snaps)
     lines = out.read_bytes().splitlines()
@@ -263,14 +263,21 @@ def test_publishing_to_a_live_topic_is_refused() -> None:
 
 
 def test_the_summary_is_json_ready() -> None:
-    fold = replayed(as_records(simulated(300)))
+    replay = replayed(as_records(simulated(300)))
     summary = ReplaySummary(
-        "test", NOW, 30, fold.counts, fold.samples, fold.snapshots(NOW, 30), fold_seconds=0.5, seconds=0.6
+        "test",
+        NOW,
+        30,
+        replay.counts,
+        replay.samples,
+        replay.snapshots(NOW, 30),
+        fold_seconds=0.5,
+        seconds=0.6,
     )
     doc = orjson.loads(orjson.dumps(summary.to_dict()))
     assert doc["vendors"] == 4
     assert doc["counts"]["refused"]["bad_key"] == 2
-    assert doc["events_per_s"] == pytest.approx(fold.counts.records / 0.5, abs=0.1)
+    assert doc["events_per_s"] == pytest.approx(replay.counts.records / 0.5, abs=0.1)
     assert "snapshots" not in doc
 
 
@@ -319,21 +326,21 @@ def test_a_range_that_ends_before_it_starts_is_refused_before_connecting() -> No
 def test_replay_gives_the_stock_alerts_the_worker_writes() -> None:
     records = as_records(simulated(3000, vendors=3))
     table: dict[bytes, bytes] = {}
-    folder = VendorStates(
+    live = VendorStates(
         codec, orders_topic=ORDERS, inventory_topic=INVENTORY, metrics_topic="vendor-metrics",
         activity_topic="vendor-activity", dlq_topics={ORDERS: "orders.dlq", INVENTORY: "inventory.dlq"},
         load=lambda v, p: restore(v, p, table.get, codec),
     )  # fmt: skip
     written = []
     for r in records:
-        for out in folder.handle(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp):
+        for out in live.handle(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp):
             if out.topic == "vendor-activity" and b'"stock_alert"' in (out.value or b""):
                 written.append(orjson.loads(out.value or b""))
-    fold = ReplayStates(codec)
-    fold.alerts = []
+    replay = ReplayStates(codec)
+    replay.alerts = []
     for topic in (INVENTORY, ORDERS):  # another interleaving of the two topics than the worker's
         for p in range(PARTITIONS):
-            fold.take(topic == ORDERS, [r for r in records if (r.topic, r.partition) == (topic, p)])
+            replay.take(topic == ORDERS, [r for r in records if (r.topic, r.partition) == (topic, p)])
     assert len(written) > 20
     by_vendor = sorted(written, key=lambda a: a["vendorId"])  # stable: each vendor's in log order
-    assert sorted(fold.alerts, key=lambda a: a["vendorId"]) == by_vendor
+    assert sorted(replay.alerts, key=lambda a: a["vendorId"]) == by_vendor

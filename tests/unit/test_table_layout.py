@@ -56,15 +56,15 @@ def vendor_events(n: int, seed: int = 1, days: int = 10) -> list[tuple[Event, in
     return [(e, e.occurred_at + rng.randrange(0, 60_000)) for _, e in islice(EventGenerator(config), n)]
 
 
-def make_folder(table: Table, lateness_days: int = 400) -> VendorStates:
-    """A worker's folder over a dict that plays the table, its floor at NOW (snapshots as of NOW on)."""
-    folder = VendorStates(
+def make_vendor_states(table: Table, lateness_days: int = 400) -> VendorStates:
+    """The worker's vendor states over a dict that plays the table, its floor at NOW (snapshots as of NOW on)."""
+    states = VendorStates(
         codec, orders_topic="orders", inventory_topic="inventory", metrics_topic="vendor-metrics",
         activity_topic="vendor-activity", dlq_topics=DLQ,
         load=lambda v, p: restore(v, p, table.get, codec, lateness_days),
     )  # fmt: skip
-    folder.floor = NOW
-    return folder
+    states.floor = NOW
+    return states
 
 
 def topic_of(event: Event) -> str:
@@ -72,24 +72,24 @@ def topic_of(event: Event) -> str:
 
 
 def feed(
-    folder: VendorStates, table: Table, events: list[tuple[Event, int]], rng: random.Random, start: int = 0
+    states: VendorStates, table: Table, events: list[tuple[Event, int]], rng: random.Random, start: int = 0
 ) -> list[Record]:
     """Fold events as offsets start.. of one partition, flushing into `table` at random points."""
     out: list[Record] = []
     for offset, (event, ts) in enumerate(events[start:], start):
-        out += folder.handle(topic_of(event), 0, offset, VENDOR.encode(), codec.encode(event), ts)
+        out += states.handle(topic_of(event), 0, offset, VENDOR.encode(), codec.encode(event), ts)
         if rng.random() < 0.1:
             if rng.random() < 0.05:
-                folder.vendors[VENDOR].force_checkpoint = True
-            write(table, folder.flush(0))
-    write(table, folder.flush(0))
+                states.vendors[VENDOR].force_checkpoint = True
+            write(table, states.flush(0))
+    write(table, states.flush(0))
     return out
 
 
-def checkpoint(folder: VendorStates, table: Table) -> None:
-    folder.vendors[VENDOR].force_checkpoint = True
-    folder.dirty_by_partition.setdefault(0, set()).add(VENDOR)
-    write(table, folder.flush(0))
+def checkpoint(states: VendorStates, table: Table) -> None:
+    states.vendors[VENDOR].force_checkpoint = True
+    states.dirty_by_partition.setdefault(0, set()).add(VENDOR)
+    write(table, states.flush(0))
 
 
 def write(table: Table, writes: list[tuple[bytes, bytes | None]]) -> None:
@@ -111,9 +111,9 @@ def pure(events: list[tuple[Event, int]], lateness_days: int = 400):  # type: ig
 def test_restore_gives_back_the_flushed_state(seed: int) -> None:
     events = vendor_events(3000, seed)
     table: Table = {}
-    folder = make_folder(table)
-    feed(folder, table, events, random.Random(seed))
-    live = folder.vendors[VENDOR]
+    states = make_vendor_states(table)
+    feed(states, table, events, random.Random(seed))
+    live = states.vendors[VENDOR]
     again = restore(VENDOR, 0, table.get, codec)
     assert dumps(again.state) == dumps(live.state)
     assert (
@@ -124,7 +124,7 @@ def test_restore_gives_back_the_flushed_state(seed: int) -> None:
 
 def test_checkpoints_keep_the_tail_short() -> None:
     table: Table = {}
-    feed(make_folder(table), table, vendor_events(6000), random.Random(7))
+    feed(make_vendor_states(table), table, vendor_events(6000), random.Random(7))
     tails = [v for k, v in table.items() if k.startswith(VENDOR.encode() + b"\x00")]
     checkpoint = Checkpoint.decode(table[VENDOR.encode()])
     assert sum(map(len, tails)) <= max(MIN_CHECKPOINT_BYTES, len(checkpoint.live)) + 64 * 1024
@@ -137,24 +137,24 @@ def test_a_crash_part_way_through_any_write_loses_and_double_counts_nothing() ->
     events = vendor_events(900, seed=4, days=30)
     whole, verdicts = pure(events, lateness_days=5)
     table: Table = {}
-    folder = make_folder(table, lateness_days=5)
+    states = make_vendor_states(table, lateness_days=5)
     rng = random.Random(4)
     crashes = 0
     for offset, (event, ts) in enumerate(events):
-        folder.handle(topic_of(event), 0, offset, VENDOR.encode(), codec.encode(event), ts)
+        states.handle(topic_of(event), 0, offset, VENDOR.encode(), codec.encode(event), ts)
         if rng.random() < 0.08:
-            log = folder.vendors[VENDOR]
+            log = states.vendors[VENDOR]
             log.force_checkpoint = rng.random() < 0.5
-            writes = folder.flush(0)
+            writes = states.flush(0)
             if rng.random() < 0.3 and len(writes) > 1:  # crash: a prefix lands, the process starts over
                 crashes += 1
                 write(table, writes[: rng.randrange(1, len(writes))])
-                folder = make_folder(table, lateness_days=5)
+                states = make_vendor_states(table, lateness_days=5)
                 for again, (e, t) in enumerate(events[: offset + 1]):
-                    folder.handle(topic_of(e), 0, again, VENDOR.encode(), codec.encode(e), t)
+                    states.handle(topic_of(e), 0, again, VENDOR.encode(), codec.encode(e), t)
             else:
                 write(table, writes)
-    write(table, folder.flush(0))
+    write(table, states.flush(0))
     assert crashes > 5
     restored_state = restore(VENDOR, 0, table.get, codec, 5).state
     for t in (NOW, NOW + 3 * DAY_MS, NOW + 40 * DAY_MS):
@@ -164,7 +164,7 @@ def test_a_crash_part_way_through_any_write_loses_and_double_counts_nothing() ->
 
 def test_the_stored_history_forgets_what_the_horizon_passed_and_nothing_else() -> None:
     """Sixty days of one vendor with L = 5: the table keeps about five days of ids and orders, and the
-    folder's verdicts are those of the pure fold that forgets nothing."""
+    vendor states' verdicts are those of the pure fold that forgets nothing."""
     events = vendor_events(6000, seed=5, days=60)
     # re-sends: some events again, a little later; old ones come back new (their id was forgotten)
     rng = random.Random(5)
@@ -172,11 +172,11 @@ def test_the_stored_history_forgets_what_the_horizon_passed_and_nothing_else() -
     log = sorted([*events, *resent], key=lambda pair: pair[1])
     whole, verdicts = pure(log, lateness_days=5)
     table: Table = {}
-    folder = make_folder(table, lateness_days=5)
-    feed(folder, table, log, rng)
-    assert folder.counts.duplicates == sum(v.status.value == "duplicate" for v in verdicts)
-    assert folder.counts.dead_lettered == sum(v.status.value in ("too_late", "rejected") for v in verdicts)
-    checkpoint(folder, table)
+    states = make_vendor_states(table, lateness_days=5)
+    feed(states, table, log, rng)
+    assert states.counts.duplicates == sum(v.status.value == "duplicate" for v in verdicts)
+    assert states.counts.dead_lettered == sum(v.status.value in ("too_late", "rejected") for v in verdicts)
+    checkpoint(states, table)
     prefix = VENDOR.encode() + HISTORY
     ids = [k for k in table if k.startswith(prefix + b"i")]
     orders = [k for k in table if k.startswith(prefix + b"o")]
@@ -191,14 +191,14 @@ def test_the_stored_history_forgets_what_the_horizon_passed_and_nothing_else() -
 def test_a_stale_tail_left_by_a_lost_tombstone_is_ignored() -> None:
     events = vendor_events(400)
     table: Table = {}
-    folder = make_folder(table)
-    feed(folder, table, events, random.Random(3))
-    checkpoint(folder, table)
+    states = make_vendor_states(table)
+    feed(states, table, events, random.Random(3))
+    checkpoint(states, table)
     assert not [k for k in table if k.startswith(VENDOR.encode() + b"\x00")]  # every tail tombstoned
     stale = TailBatch(0, {"orders:0": 5}, [None, None], 0, ((0, codec.encode(events[0][0])),))
     table[tail_key(VENDOR, 0)] = stale.encode()  # its tombstone was lost in a crash
     again = restore(VENDOR, 0, table.get, codec)
-    assert dumps(again.state) == dumps(folder.vendors[VENDOR].state)
+    assert dumps(again.state) == dumps(states.vendors[VENDOR].state)
 
 
 def test_a_tail_that_does_not_re_apply_is_an_error() -> None:
@@ -250,12 +250,12 @@ def test_a_checkpoint_too_big_for_one_record_is_stored_in_pieces(monkeypatch: py
     monkeypatch.setattr(changelog, "CHUNK_BYTES", 4096)
     events = vendor_events(600)
     table: Table = {}
-    folder = make_folder(table)
-    feed(folder, table, events, random.Random(5))
-    log = folder.vendors[VENDOR]
+    states = make_vendor_states(table)
+    feed(states, table, events, random.Random(5))
+    log = states.vendors[VENDOR]
     log.force_checkpoint = True
-    folder.dirty_by_partition[0] = {VENDOR}
-    for key, value in folder.flush(0):
+    states.dirty_by_partition[0] = {VENDOR}
+    for key, value in states.flush(0):
         if value is None:
             table.pop(key, None)
         else:
@@ -271,8 +271,8 @@ def test_a_checkpoint_too_big_for_one_record_is_stored_in_pieces(monkeypatch: py
     log.state.offsets["orders:0"] += 1  # some input since, so the next flush writes a checkpoint
     log.offsets_dirty = True
     log.force_checkpoint = True
-    folder.dirty_by_partition[0] = {VENDOR}
-    writes = folder.flush(0)
+    states.dirty_by_partition[0] = {VENDOR}
+    writes = states.flush(0)
     manifest_at = next(i for i, (k, _) in enumerate(writes) if k == VENDOR.encode())
     crashed = dict(table)
     crashed.update({k: v for k, v in writes[:manifest_at] if v is not None})
@@ -304,27 +304,27 @@ def test_the_history_in_the_heap_stays_under_its_limit_across_vendors() -> None:
     holding the most history checkpoint early, and the state restores all the same."""
     table: Table = {}
     memory = HistoryMemory(cache_limit=500, pending_limit=3000)
-    folder = VendorStates(
+    states = VendorStates(
         codec, orders_topic="orders", inventory_topic="inventory", metrics_topic="vendor-metrics",
         activity_topic="vendor-activity", dlq_topics=DLQ, memory=memory,
         load=lambda v, p: restore(v, p, table.get, codec, 400, memory),
     )  # fmt: skip
-    folder.floor = NOW
+    states.floor = NOW
     config = SimConfig(
         vendors=30, products=10, customers=50, seed=9, start_ms=NOW - 5 * DAY_MS, step_ms=20_000
     )
     peak = 0
     for offset, (_, event) in enumerate(islice(EventGenerator(config), 12_000)):
         key = event.vendor_id.encode()
-        folder.handle(topic_of(event), 0, offset, key, codec.encode(event), event.occurred_at)
+        states.handle(topic_of(event), 0, offset, key, codec.encode(event), event.occurred_at)
         if offset % 50 == 49:
-            write(table, folder.flush(0))
+            write(table, states.flush(0))
             peak = max(peak, memory.pending)
-            assert memory.pending == sum(len(log.history.pending) for log in folder.vendors.values())
-    assert folder.early_checkpoints > 0
+            assert memory.pending == sum(len(log.history.pending) for log in states.vendors.values())
+    assert states.early_checkpoints > 0
     assert peak < 3000 + 50 * 4  # the limit, plus what one batch adds
     assert len(memory.cache) <= 500
-    write(table, folder.flush(0))
-    for vendor_id, log in folder.vendors.items():
+    write(table, states.flush(0))
+    for vendor_id, log in states.vendors.items():
         again = restore(vendor_id, 0, table.get, codec)
         assert snapshot(again.state, NOW, 30) == snapshot(log.state, NOW, 30)

@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,36 +25,16 @@ from pathlib import Path
 import orjson
 from aiokafka.errors import KafkaError
 
-from infra.kafka import PORT_STRIDE, LocalKafka
+from infra.kafka import LocalKafka, free_base_port
+from infra.ports import free_port, wait_http_ready
 from infra.simulate import SimConfig, produce
 from processors.topics_admin import ensure_topics
 from schemas.events import Event
 from schemas.topics import Topics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WS_PATH = "/api/v1/analytics/ws/vendor/analytics"
 UPDATES = {"analytics_update", "metrics_update"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_base_port(start: int, nodes: int = 3) -> int:
-    """The first base port from `start` (100 apart) where no node's client or controller port listens."""
-    for base in range(start, start + 3000, 10):
-        ports = [base + PORT_STRIDE * i + d for i in range(nodes) for d in (0, 1)]
-        if not any(_listening(p) for p in ports):
-            return base
-    raise RuntimeError(f"no free ports from {start} up")
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @dataclass
@@ -88,21 +67,6 @@ class Child:
 
     def tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
-
-
-def wait_ready(port: int, api: Child, within: float = 90.0) -> None:
-    """Until the API on `port` answers /readyz with 200 (Kafka reached, snapshots rebuilt)."""
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + within
-    url = f"http://127.0.0.1:{port}/readyz"
-    while time.monotonic() < deadline:
-        with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=2) as r:
-            if r.status == 200:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"API not ready within {within:.0f} s:\n{api.tail()}")
 
 
 @dataclass
@@ -169,7 +133,7 @@ class Stack:
         return f"ws://127.0.0.1:{self.api_port}{WS_PATH}?token={token}&vendor_id={vendor}"
 
     def wait_api_ready(self, within: float = 60.0) -> None:
-        wait_ready(self.api_port, self.api, within)
+        wait_http_ready(self.api_port, within, detail=self.api.tail)
 
 
 @contextlib.contextmanager
@@ -322,7 +286,7 @@ def broker_loss(
 
 
 def main() -> None:
-    """`python -m infra.chaos`: the broker-loss scenario with its figures (the equality check against
+    """`python -m infra.harness.chaos`: the broker-loss scenario with its figures (the equality check against
     the reference is `pytest -m chaos tests/integration/test_faults.py`)."""
     with three_brokers() as stack:
         result = broker_loss(stack)

@@ -8,7 +8,7 @@ PNG draws the four series so a person sees at a glance whether anything grows wi
 `memory slope` is the least-squares slope of RSS over the second half of the run (the first half
 includes warm-up).
 
-    python -m infra.soak --duration 1800 --clients 300 --out test-artifacts/soak   # the long one
+    python -m infra.harness.soak --duration 1800 --clients 300 --out test-artifacts/soak   # the long one
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from pathlib import Path
 
 import orjson
 
-from infra.chaos import WS_PATH, Child, wait_ready, worker_and_api
+from infra.harness.chaos import WS_PATH, Child, worker_and_api
+from infra.ports import wait_http_ready
 from infra.simulate import SimConfig, produce
 from processors.topics_admin import ensure_topics
 from schemas.topics import Topics
@@ -284,7 +285,7 @@ def soak(
     try:
         asyncio.run(ensure_topics(bootstrap, Topics.for_prefix(prefix), partitions=6))
         with worker_and_api(bootstrap, prefix, state) as (worker, api, port, _):
-            wait_ready(port, api)
+            wait_http_ready(port, detail=api.tail)
             return asyncio.run(
                 _soak(
                     bootstrap, prefix, worker, api, port, duration=duration, clients=clients, rate=rate,
@@ -296,7 +297,7 @@ def soak(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m infra.soak", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m infra.harness.soak", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=1800, help="seconds (default 1800)")
     parser.add_argument("--clients", type=int, default=300)
     parser.add_argument("--rate", type=float, default=100, help="events per second")
@@ -317,8 +318,7 @@ def main() -> None:
     if bootstrap := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         run(bootstrap)
         return
-    from infra.chaos import free_base_port
-    from infra.kafka import LocalKafka
+    from infra.kafka import LocalKafka, free_base_port
 
     state = Path(tempfile.mkdtemp(prefix="vendorpulse-soak-kafka-"))
     cluster = LocalKafka(nodes=1, base_port=free_base_port(28092, nodes=1), state_dir=state)

@@ -16,8 +16,8 @@ NOW = int(time.time() * 1000)
 DLQ = {"orders": "orders.dlq", "inventory": "inventory.dlq"}
 
 
-def make_folder(interval_ms: int = 50, table: dict[bytes, bytes] | None = None) -> VendorStates:
-    """A folder over an empty table (a dict)."""
+def make_vendor_states(interval_ms: int = 50, table: dict[bytes, bytes] | None = None) -> VendorStates:
+    """The worker's vendor states over an empty table (a dict)."""
     table = table if table is not None else {}
     return VendorStates(
         codec, orders_topic="orders", inventory_topic="inventory", metrics_topic="vendor-metrics",
@@ -42,28 +42,28 @@ def order(
 
 
 def test_an_order_is_applied_announced_and_snapshotted() -> None:
-    folder = make_folder()
-    out = folder.handle("orders", 2, 10, b"v1", codec.encode(order()))
+    states = make_vendor_states()
+    out = states.handle("orders", 2, 10, b"v1", codec.encode(order()))
     assert [r.topic for r in out] == ["vendor-activity"]
     assert orjson.loads(out[0].value or b"")["orderId"] == "o1"
-    (snap,) = folder.due_snapshots(NOW)
+    (snap,) = states.due_snapshots(NOW)
     body = orjson.loads(snap.value or b"")
     assert (snap.key, body["version"], body["metrics"]["revenue"]["current"]) == (b"v1", 1, 1000)
-    assert folder.due_snapshots(NOW + 1000) == []  # nothing changed since
+    assert states.due_snapshots(NOW + 1000) == []  # nothing changed since
 
 
 def test_redelivered_offsets_are_skipped() -> None:
-    folder = make_folder()
-    folder.handle("orders", 0, 5, b"v1", codec.encode(order()))
-    assert folder.handle("orders", 0, 5, b"v1", codec.encode(order("e2", "o2"))) == []
-    assert folder.vendors["v1"].state.version == 1
-    assert folder.counts.redelivered == 1
-    folder.handle("orders", 0, 6, b"v1", codec.encode(order("e2", "o2")))
-    assert folder.vendors["v1"].state.version == 2
+    states = make_vendor_states()
+    states.handle("orders", 0, 5, b"v1", codec.encode(order()))
+    assert states.handle("orders", 0, 5, b"v1", codec.encode(order("e2", "o2"))) == []
+    assert states.vendors["v1"].state.version == 1
+    assert states.counts.redelivered == 1
+    states.handle("orders", 0, 6, b"v1", codec.encode(order("e2", "o2")))
+    assert states.vendors["v1"].state.version == 2
 
 
 def test_bad_input_becomes_dlq_records_with_reasons() -> None:
-    folder = make_folder()
+    states = make_vendor_states()
     good = codec.encode(order())
     cases = {
         "bad_marker": ("orders", b"v1", b"garbage"),
@@ -73,29 +73,29 @@ def test_bad_input_becomes_dlq_records_with_reasons() -> None:
         "bad_key": ("orders", b"\xff\xfe", good),
     }
     for offset, (code, (topic, key, value)) in enumerate(cases.items()):
-        (record,) = folder.handle(topic, 1, offset, key, value)
+        (record,) = states.handle(topic, 1, offset, key, value)
         headers = dict(record.headers)
         assert record.topic == DLQ[topic]
         assert (record.key, record.value) == (key, value)  # original bytes, unchanged
         assert headers["vp.error.code"] == code.encode()
         assert headers["vp.source.offset"] == str(offset).encode()
         assert headers["vp.source.topic"] == topic.encode()
-    assert folder.counts.dead_lettered == len(cases)
+    assert states.counts.dead_lettered == len(cases)
 
 
 def test_snapshots_coalesce_per_vendor_interval() -> None:
-    folder = make_folder(interval_ms=50)
-    folder.handle(
+    states = make_vendor_states(interval_ms=50)
+    states.handle(
         "inventory",
         0,
         0,
         b"v1",
         codec.encode(ProductUpserted("u1", NOW - 5, "v1", "p1", "Pen", "Office", True)),
     )
-    assert len(folder.due_snapshots(NOW)) == 1
-    folder.handle("inventory", 0, 1, b"v1", codec.encode(InventoryAdjusted("a1", NOW - 4, "v1", "p1", 3)))
-    assert folder.due_snapshots(NOW + 10) == []  # within 50 ms of the last one: held back
-    (late,) = folder.due_snapshots(NOW + 60)
+    assert len(states.due_snapshots(NOW)) == 1
+    states.handle("inventory", 0, 1, b"v1", codec.encode(InventoryAdjusted("a1", NOW - 4, "v1", "p1", 3)))
+    assert states.due_snapshots(NOW + 10) == []  # within 50 ms of the last one: held back
+    (late,) = states.due_snapshots(NOW + 60)
     assert orjson.loads(late.value or b"")["metrics"]["products"] == {
         "total": 1,
         "active": 1,
@@ -105,26 +105,26 @@ def test_snapshots_coalesce_per_vendor_interval() -> None:
 
 
 def test_flush_writes_only_changed_vendors_of_the_partition() -> None:
-    folder = make_folder()
-    folder.handle("orders", 0, 0, b"v1", codec.encode(order()))
-    assert folder.flush(1) == []
-    writes = folder.flush(0)
+    states = make_vendor_states()
+    states.handle("orders", 0, 0, b"v1", codec.encode(order()))
+    assert states.flush(1) == []
+    writes = states.flush(0)
     assert [k.split(b"\x00")[0] for k, _ in writes] == [b"v1"]
-    assert folder.flush(0) == []
+    assert states.flush(0) == []
 
 
 def test_at_utc_midnight_every_vendor_is_re_emitted_as_of_the_new_day() -> None:
     day = 86_400_000
     midnight = (NOW // day + 1) * day
-    folder = make_folder()
+    states = make_vendor_states()
     placed = OrderPlaced(
         "e1", midnight - 29 * day - 1, "v1", "o1", "c1", "EUR", 700, (OrderItem("p1", "Books", 1, 700),)
     )
-    folder.handle("orders", 0, 0, b"v1", codec.encode(placed))
-    folder.due_snapshots(midnight - 1)
-    assert folder.roll(midnight - 1, lambda: [("v1", 0)]) == []  # first tick: learns the day
-    before = snapshot_of(folder.snapshot_record(folder.vendors["v1"], midnight - 1).value)
-    (after,) = folder.roll(midnight + 5, lambda: [("v1", 0)])
+    states.handle("orders", 0, 0, b"v1", codec.encode(placed))
+    states.due_snapshots(midnight - 1)
+    assert states.roll(midnight - 1, lambda: [("v1", 0)]) == []  # first tick: learns the day
+    before = snapshot_of(states.snapshot_record(states.vendors["v1"], midnight - 1).value)
+    (after,) = states.roll(midnight + 5, lambda: [("v1", 0)])
     body = snapshot_of(after.value)
     assert body["asOf"].endswith("00:00:00.005Z")
     # the order was on the first day of the 30-day window; at midnight it moves to the previous one
@@ -135,8 +135,8 @@ def test_at_utc_midnight_every_vendor_is_re_emitted_as_of_the_new_day() -> None:
         "trend": "down",
         "percentage": -100.0,
     }
-    assert folder.vendors["v1"].state.floor == midnight + 5  # pruned: no snapshot asks for an earlier T
-    assert [key for key, _ in folder.flush(0)] == [b"v1\x000000000000000000"]  # no forced checkpoint
+    assert states.vendors["v1"].state.floor == midnight + 5  # pruned: no snapshot asks for an earlier T
+    assert [key for key, _ in states.flush(0)] == [b"v1\x000000000000000000"]  # no forced checkpoint
 
 
 def snapshot_of(value: bytes | None) -> dict:  # type: ignore[type-arg]
@@ -146,21 +146,21 @@ def snapshot_of(value: bytes | None) -> dict:  # type: ignore[type-arg]
 def test_a_restored_vendor_is_snapshotted_even_if_all_its_input_is_redelivered() -> None:
     # The previous owner stored version 1 (offset 0) and was killed before emitting its snapshot.
     table: dict[bytes, bytes] = {}
-    previous = make_folder(table=table)
+    previous = make_vendor_states(table=table)
     previous.handle("orders", 0, 0, b"v1", codec.encode(order()))
     for key, value in previous.flush(0):
         if value is not None:
             table[key] = value
-    folder = make_folder(table=table)
-    assert folder.handle("orders", 0, 0, b"v1", codec.encode(order())) == []  # redelivered: skipped
-    (snap,) = folder.due_snapshots(NOW)
+    states = make_vendor_states(table=table)
+    assert states.handle("orders", 0, 0, b"v1", codec.encode(order())) == []  # redelivered: skipped
+    (snap,) = states.due_snapshots(NOW)
     assert snap.key == b"v1"
 
 
 def test_a_stock_alert_for_each_change_of_a_products_stock_state_in_log_order() -> None:
     """Contract §6: ok -> low -> out -> ok, with stock counted before the product's first upsert, an
     inactive product never alerting, and nothing for events that leave the state as it was."""
-    folder = make_folder()
+    states = make_vendor_states()
     events = [
         InventoryAdjusted("a1", NOW - 9000, "v1", "p1", 3),  # no catalog entry yet: "ok"
         ProductUpserted("u1", NOW - 8000, "v1", "p1", "Lamp", "Home", True, 5),  # active, 3 <= 5: low
@@ -177,7 +177,7 @@ def test_a_stock_alert_for_each_change_of_a_products_stock_state_in_log_order() 
     ]
     alerts = []
     for offset, e in enumerate(events):
-        for record in folder.handle("inventory", 0, offset, b"v1", codec.encode(e)):
+        for record in states.handle("inventory", 0, offset, b"v1", codec.encode(e)):
             assert record.topic == "vendor-activity"
             alerts.append(orjson.loads(record.value or b""))
     assert [(a["eventId"], a["previous"], a["state"], a["stock"], a["threshold"]) for a in alerts] == [
@@ -191,12 +191,12 @@ def test_a_stock_alert_for_each_change_of_a_products_stock_state_in_log_order() 
     assert {a["type"] for a in alerts} == {"stock_alert"}
     assert alerts[0]["name"] == "Lamp"
     assert alerts[0]["occurredAt"].endswith("Z")
-    assert folder.stock_alerts == 6
+    assert states.stock_alerts == 6
 
 
 def test_with_many_vendors_due_snapshots_wait_their_turn_within_the_budget_and_none_is_lost() -> None:
-    folder = make_folder(interval_ms=0)
-    folder.snapshot_budget_s = 0.0  # at least one a call, whatever the budget
+    states = make_vendor_states(interval_ms=0)
+    states.snapshot_budget_s = 0.0  # at least one a call, whatever the budget
     vendors = [f"v{i}" for i in range(5)]
     for offset, vendor in enumerate(vendors):
         placed = OrderPlaced(
@@ -209,11 +209,11 @@ def test_with_many_vendors_due_snapshots_wait_their_turn_within_the_budget_and_n
             100,
             (OrderItem("p1", "Books", 1, 100),),
         )
-        folder.handle("orders", 0, offset, vendor.encode(), codec.encode(placed))
+        states.handle("orders", 0, offset, vendor.encode(), codec.encode(placed))
     emitted = []
     for call in range(5):
-        (record,) = folder.due_snapshots(NOW + call)
+        (record,) = states.due_snapshots(NOW + call)
         emitted.append(record.key)
     assert emitted == [v.encode() for v in vendors]  # the longest waiting first, one a call here
-    assert folder.due_snapshots(NOW + 10) == []
-    assert folder.snapshots_deferred == 4 + 3 + 2 + 1
+    assert states.due_snapshots(NOW + 10) == []
+    assert states.snapshots_deferred == 4 + 3 + 2 + 1

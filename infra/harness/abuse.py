@@ -1,6 +1,6 @@
 """WebSocket abuse at volume against a running API, for tests/integration/test_abuse.py and bench/abuse.py.
 
-`python -m infra.abuse --port P [--plan JSON]` runs one wave of abusers (a separate process, so that
+`python -m infra.harness.abuse --port P [--plan JSON]` runs one wave of abusers (a separate process, so that
 their own CPU does not slow the well-behaved clients being measured) and prints, per kind, what each
 abuser saw from the server: whether the server closed it, the close code (or the HTTP status for a
 request that never became a WebSocket), the `error` codes it received. The kinds:
@@ -318,20 +318,20 @@ async def good_client(url: str, seen: Good, stop: asyncio.Event) -> None:
 
 
 @dataclass
-class Feed:
-    """What `produce` sent: the eventIds per vendor in order, the latest snapshot version per vendor."""
+class ProducedActivity:
+    """What `produce_activity` sent: the eventIds per vendor in order, the latest snapshot version per vendor."""
 
     orders: dict[str, list[str]] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
     phase: str = "quiet"
 
 
-async def produce(
+async def produce_activity(
     bootstrap: str, activity: str, metrics: str, vendors: list[str], rate: float, stop: asyncio.Event,
-    feed: Feed,
+    produced: ProducedActivity,
 ) -> None:  # fmt: skip
     """`new_order` records at `rate`/s round-robin over `vendors`, stamped with their send time and
-    `feed.phase`, and every fifth one a new snapshot version of that vendor, until `stop`."""
+    `produced.phase`, and every fifth one a new snapshot version of that vendor, until `stop`."""
     from aiokafka import AIOKafkaProducer
 
     from processors.core import new_state, snapshot
@@ -346,15 +346,15 @@ async def produce(
             order = {
                 "vendorId": vendor, "eventId": event_id, "orderId": f"o{n}", "customerId": "c",
                 "currency": "EUR", "total": 100, "items": 1, "occurredAt": "2026-01-01T00:00:00.000Z",
-                "version": n, "sentAt": time.time(), "phase": feed.phase,
+                "version": n, "sentAt": time.time(), "phase": produced.phase,
             }  # fmt: skip
             await producer.send_and_wait(activity, orjson.dumps(order), key=vendor.encode())
-            feed.orders.setdefault(vendor, []).append(event_id)
+            produced.orders.setdefault(vendor, []).append(event_id)
             if n % 5 == 0:
-                version = feed.versions.get(vendor, 0) + 1
+                version = produced.versions.get(vendor, 0) + 1
                 snap = snapshot(new_state(vendor), int(time.time() * 1000)) | {"version": version}
                 await producer.send_and_wait(metrics, orjson.dumps(snap), key=vendor.encode())
-                feed.versions[vendor] = version
+                produced.versions[vendor] = version
             n += 1
             await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
     finally:
@@ -362,14 +362,14 @@ async def produce(
 
 
 async def run_attack(port: int, plan: Plan, env: dict[str, str]) -> dict[str, list[Seen]]:
-    """`attack` in a child process (`python -m infra.abuse`), so its CPU is not the measured clients'."""
+    """`attack` in a child process (`python -m infra.harness.abuse`), so its CPU is not the measured clients'."""
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "infra.abuse", "--port", str(port), "--plan", json.dumps(asdict(plan)),
+        sys.executable, "-m", "infra.harness.abuse", "--port", str(port), "--plan", json.dumps(asdict(plan)),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await child.communicate()
     if child.returncode != 0:
-        raise RuntimeError(f"infra.abuse failed ({child.returncode}):\n{err.decode()[-4000:]}")
+        raise RuntimeError(f"infra.harness.abuse failed ({child.returncode}):\n{err.decode()[-4000:]}")
     return {kind: [Seen(**s) for s in seen] for kind, seen in json.loads(out).items()}
 
 
