@@ -23,7 +23,6 @@ Like Faust's recovery, a read from the start of the topic relies on the changelo
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-log = logging.getLogger("vendorpulse.worker")
 BATCH_RECORDS = 20_000
 """Records per RocksDB write batch (and per persisted-offset update)."""
 FETCH_BYTES = 16 * 1024 * 1024
@@ -95,8 +93,6 @@ async def bring_up_to_date(
     finally:
         await consumer.stop()
     report.seconds = time.monotonic() - started
-    if report.records:
-        log.info("table brought up to date from its changelog: %s", report)
     return report
 
 

@@ -24,7 +24,7 @@ import faust
 from processors.outputs import Record
 from processors.topics_admin import broker_count, ensure_topics
 from processors.worker.batch import BatchLoop
-from processors.worker.bulk_restore import bring_up_to_date
+from processors.worker.bulk_restore import RestoreReport, bring_up_to_date
 from processors.worker.client_logs import limit_repeated_logs
 from processors.worker.counters import Counters
 from processors.worker.diagnostics import dump_tasks, dump_tasks_on_sigusr1, trace_batches, tracing
@@ -63,8 +63,12 @@ Most history reads look for a key that is not there (a new event id, a new order
 bits per key (Faust's default is 3) make such a miss cost one filter probe per file, not a block read."""
 
 
-def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | None = None) -> faust.App:
-    """The worker app; `partitions` is the input topics' partition count (default: the setting)."""
+def create_app(
+    settings: WorkerSettings, replicas: int = 1, partitions: int | None = None,
+    restored: RestoreReport | None = None,
+) -> faust.App:  # fmt: skip
+    """The worker app; `partitions` is the input topics' partition count (default: the setting);
+    `restored` what `run_worker`'s bulk restore did, logged once Faust has set up logging."""
     topics = Topics.for_prefix(settings.topic_prefix)
     partitions = partitions or settings.partitions
     app = faust.App(
@@ -148,6 +152,8 @@ def create_app(settings: WorkerSettings, replicas: int = 1, partitions: int | No
         and `kill -USR1` dumps the tasks."""
         limit_repeated_logs()
         dump_tasks_on_sigusr1()
+        if restored is not None and restored.records:
+            log.info("table brought up to date from its changelog: %s", restored)
 
     async def emit_snapshots() -> None:
         await loop.emit_snapshots(send)
@@ -218,10 +224,13 @@ def run_worker(settings: WorkerSettings, loglevel: str = "info") -> None:
         return min(3, await broker_count(settings.bootstrap)), counts[topics.orders]
 
     replicas, partitions = asyncio.run(prepare())
+    restored = None
     if settings.store_url.startswith("rocksdb"):
         changelog = f"{app_id(settings)}-{TABLE}-changelog"  # Faust's name for the table's changelog
-        asyncio.run(bring_up_to_date(settings.bootstrap, changelog, tables, TABLE, ROCKSDB_OPTIONS))
-    app = create_app(settings, replicas, partitions)
+        restored = asyncio.run(
+            bring_up_to_date(settings.bootstrap, changelog, tables, TABLE, ROCKSDB_OPTIONS)
+        )
+    app = create_app(settings, replicas, partitions, restored)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     # The start-up spinner sets the root logger to DEBUG so that it spins on every record: every
     # aiokafka debug() call then builds a LogRecord (about 30 µs an event). No spinner, no cost.

@@ -21,6 +21,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra.simulate import EventGenerator, SimConfig
 from processors.replay import run_replay
+from processors.topics_admin import record_counts
+from processors.worker.faust_app import TABLE
 from schemas.codec import Codec, FastavroCodec
 from schemas.events import Event, OrderCancelled, OrderItem, OrderPlaced, ProductUpserted
 from schemas.exceptions import CodecError
@@ -178,26 +180,44 @@ def test_snapshots_equal_the_reference_over_the_log(
 
 
 def test_killed_three_times_mid_stream_still_exact(
-    kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess]
-) -> None:
+    kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("VENDORPULSE_TEST_WORKER_LOGLEVEL", "info")  # the bulk restore's report
     messages, log = history(topics, 6000, seed=9)
     worker = make_worker(flush_interval_ms="100").start()
-    producer = threading.Thread(target=lambda: asyncio.run(send(kafka_bootstrap, messages, rate=400)))
+    producer = threading.Thread(target=lambda: asyncio.run(send(kafka_bootstrap, messages, rate=200)))
     producer.start()
     rng = random.Random(1)
-    kills = 0
-    while producer.is_alive() or kills < 3:
-        time.sleep(rng.uniform(2.0, 6.0))
-        if kills < 3:
-            assert worker.alive(), worker.output()
-            worker.kill(signal.SIGKILL)
-            kills += 1
-            worker.start()
+    changelog = f"{topics.prefix}vendorpulse-worker-{TABLE}-changelog"
+
+    def stored() -> int:
+        return asyncio.run(record_counts(kafka_bootstrap, [changelog]))[changelog]  # 0 while there is none
+
+    kills, before = 0, 0
+    while kills < 3:
+        # While the log is being produced, each kill comes after the worker stored something since it
+        # started, so that each restart restores a table that grew (a kill during start-up tests less).
+        eventually(lambda b=before: stored() > b or not producer.is_alive(), "the worker stores folded input", within=90, interval=0.2,
+                   detail=worker.output)  # fmt: skip
+        time.sleep(rng.uniform(0.0, 2.0))
+        assert worker.alive(), worker.output()
+        worker.kill(signal.SIGKILL)
+        kills += 1
+        before = stored()
+        worker.start()
     producer.join()
     assert kills == 3
     assert_converges(kafka_bootstrap, topics, log, worker, within=120)
     assert worker.starts == 4  # the three restarts after the kills, by the test
     assert_no_watchdog_restart(worker)
+    # After a kill the store is discarded, and the table comes back through the bulk restore
+    # (processors/worker/bulk_restore.py), not only through Faust's record-by-record recovery.
+    restored = [
+        p.name for p in worker.logs[1:] if "table brought up to date from its changelog" in p.read_text()
+    ]
+    print(f"restarts that restored the table in bulk: {restored}")
+    assert restored, worker.output()
 
 
 def test_two_workers_share_partitions_and_one_leaves(
