@@ -197,8 +197,7 @@ async def test_with_the_worker_killed_while_alerts_flow_the_client_gets_each_eve
             await send(kafka_bootstrap, topics, events[start : start + 20])
             await asyncio.sleep(0.05)
             if start in (200, 400, 600):  # the worker dies mid-stream, then comes back
-                before = start - 100
-                await until(lambda: len(received) > before, "alerts before the kill", within=60)
+                await until(lambda n=start - 100: len(received) > n, "alerts before the kill", within=60)
                 await asyncio.to_thread(worker.kill, signal.SIGKILL)
                 kills += 1
                 worker.start()
