@@ -74,6 +74,10 @@ def client_for(port: int, token: str, **options: Any) -> VendorPulseClient:
     return VendorPulseClient(f"http://127.0.0.1:{port}", VENDOR, token, backoff=FAST, **options)
 
 
+def more_than(items: list[str], n: int) -> Callable[[], bool]:
+    return lambda: len(items) > n
+
+
 def walk(alerts: list[dict[str, Any]]) -> list[tuple[str, str, str, int, int]]:
     return [(a["productId"], a["previous"], a["state"], a["stock"], a["threshold"]) for a in alerts]
 
@@ -197,7 +201,7 @@ async def test_with_the_worker_killed_while_alerts_flow_the_client_gets_each_eve
             await send(kafka_bootstrap, topics, events[start : start + 20])
             await asyncio.sleep(0.05)
             if start in (200, 400, 600):  # the worker dies mid-stream, then comes back
-                await until(lambda n=start - 100: len(received) > n, "alerts before the kill", within=60)
+                await until(more_than(received, start - 100), "alerts before the kill", within=60)
                 await asyncio.to_thread(worker.kill, signal.SIGKILL)
                 kills += 1
                 worker.start()
