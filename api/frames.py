@@ -9,14 +9,13 @@ encode nothing again.
 
 Delta updates (contract §6, `updates=delta`) are memoised the same way: a snapshot published while its
 vendor has connections keeps the one before it (`previous`), and `delta()` is the `metrics_delta` frame
-from that base, computed on first use (one merge patch per vendor update, `api.patch`) and then shared
+from that base, computed on first use (one merge patch per vendor update, `api.patch.diff_json`, on the
+JSON text as read from Kafka, without parsing it into objects) and then shared
 by every delta client that holds exactly the previous snapshot. A client at any other version gets the
 full `metrics_update` instead, as do all of them when no merge patch can express the change.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import orjson
 from websockets.frames import Frame, Opcode
@@ -64,7 +63,7 @@ def envelope(kind: Out, data_json: bytes, timestamp: str | None = None) -> OutFr
 class VendorSnapshot:
     """One version of a vendor's snapshot (contract §5 JSON as read from Kafka) and its frames."""
 
-    __slots__ = ("_data", "_delta", "_update", "as_of", "previous", "raw", "vendor_id", "version")
+    __slots__ = ("_delta", "_members", "_update", "as_of", "previous", "raw", "vendor_id", "version")
 
     def __init__(
         self, vendor_id: str, version: int, as_of: str, raw: bytes, previous: VendorSnapshot | None = None
@@ -77,14 +76,15 @@ class VendorSnapshot:
         """The snapshot this one replaced, while a delta from it may still be asked for."""
         self._update: OutFrame | None = None
         self._delta: OutFrame | None = None
-        self._data: dict[str, Any] | None = None
+        self._members: patch.Members | None = None
 
-    def data(self) -> dict[str, Any]:
-        """The snapshot parsed (once: it is the new side of one patch and the old side of the next)."""
-        data = self._data
-        if data is None:
-            data = self._data = orjson.loads(self.raw)
-        return data
+    def members(self) -> patch.Members:
+        """The snapshot's top-level members as JSON text, split once: the new side of one patch and
+        the old side of the next."""
+        split = self._members
+        if split is None:
+            split = self._members = patch.members(self.raw)
+        return split
 
     def render_for(self, held: VendorSnapshot | None, delta: bool) -> OutFrame:
         """The frame that brings a client holding `held` to this version: for a delta client that
@@ -99,17 +99,14 @@ class VendorSnapshot:
         frame = self._delta
         if frame is None:
             base = self.previous
-            changes = patch.diff(base.data(), self.data()) if base is not None else None
+            changes = patch.diff_json(base.members(), self.members()) if base is not None else None
             if base is None or changes is None:
                 frame = self.update()
             else:
-                body = {
-                    "vendorId": self.vendor_id,
-                    "baseVersion": base.version,
-                    "version": self.version,
-                    "patch": changes,
-                }
-                frame = envelope(Out.METRICS_DELTA, orjson.dumps(body))
+                head = orjson.dumps(
+                    {"vendorId": self.vendor_id, "baseVersion": base.version, "version": self.version}
+                )
+                frame = envelope(Out.METRICS_DELTA, head[:-1] + b',"patch":' + changes + b"}")
             self._delta = frame
         return frame
 
