@@ -54,14 +54,13 @@ def _diff_json(before: Members, after: Members) -> bytes:
     parts: list[bytes] = []
     for key, value in after.items():
         previous = before.get(key)
-        is_object = memoryview(value)[0] == _OBJECT
         if previous is not None:
-            if previous == value:
+            if previous == value:  # most members: compared as bytes, nothing else done
                 continue
-            if is_object and memoryview(previous)[0] == _OBJECT:
+            if memoryview(value)[0] == _OBJECT and memoryview(previous)[0] == _OBJECT:
                 parts.append(orjson.dumps(key) + b":" + _diff_json(members(previous), members(value)))
                 continue
-        if value == _NULL or (is_object and b"null" in bytes(value)):
+        if value == _NULL or (memoryview(value)[0] == _OBJECT and b"null" in bytes(value)):
             raise _NotExpressibleError(key)
         parts.append(orjson.dumps(key) + b":" + value)
     for key in before.keys() - after.keys():

@@ -32,6 +32,7 @@ import os
 import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -429,6 +430,101 @@ async def drive(
     }
 
 
+class SocketSink:
+    """A connection's sink on one end of a socketpair (what `api.uvicorn_ws` does with a transport,
+    minus the event loop): every frame is one `send` of the shared bytes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.on_writable: Any = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, frame: Any) -> None:
+        self.sock.send(frame.wire)
+
+    def abort(self) -> None:
+        self.sock.close()
+
+
+def inprocess_cpu(clients: int, per_vendor: int, updates: int, repeats: int) -> dict[str, Any]:
+    """The API's fan-out path alone, in this process, timed in its own CPU time (other load on the
+    machine does not count): the hub, N connections writing to socketpairs (drained after each
+    update), `updates` snapshots of the simulator's traffic per vendor; full and delta interleaved,
+    `repeats` times each. Per frame: the hub's publish (for delta, the one patch per update
+    included), the write, and the reader's drain."""
+    from api.connection import Connection
+    from api.hub import Hub
+    from api.telemetry import Telemetry
+
+    vendors = [f"bench-v{n:05d}" for n in range(max(1, clients // per_vendor))]
+    streams = simulated_streams(TEMPLATES, updates + 1)
+    feeds = {v: [orjson.dumps(s | {"vendorId": v, "version": k + 1}) for k, s in enumerate(streams[n % len(streams)])]
+             for n, v in enumerate(vendors)}  # fmt: skip
+    timings: dict[str, list[float]] = {"full": [], "delta": []}
+    payload: dict[str, int] = {"full": 0, "delta": 0}
+
+    async def once(mode: str) -> float:
+        hub = Hub(Telemetry(), lambda v: {"vendorId": v, "version": 0, "asOf": ""})
+        hub.caught_up = True
+        pairs = []
+        for n in range(clients):
+            a, b = socket.socketpair()
+            b.setblocking(False)
+            pairs.append((a, b))
+            hub.add(
+                Connection(
+                    vendors[n % len(vendors)], SocketSink(a), hub.telemetry, 1 << 20, 2.0, mode == "delta"
+                )
+            )
+        buffer = bytearray(1 << 20)
+        readers = [b for _, b in pairs]
+
+        def drain() -> int:
+            got = 0
+            for b in readers:
+                while True:
+                    try:
+                        n = b.recv_into(buffer)
+                    except BlockingIOError:
+                        break
+                    got += n
+                    if n < len(buffer):
+                        break
+            return got
+
+        for v in vendors:  # the base: one full snapshot each, not timed
+            hub.publish(v, 1, "", feeds[v][0])
+        drain()
+        received = 0
+        started = time.process_time()
+        for k in range(1, updates + 1):
+            for v in vendors:
+                hub.publish(v, k + 1, "", feeds[v][k])
+            received += drain()
+        spent = time.process_time() - started
+        payload[mode] = received
+        for a, b in pairs:
+            a.close()
+            b.close()
+        return spent / (updates * clients)
+
+    for _ in range(repeats):
+        for mode in ("full", "delta"):
+            timings[mode].append(asyncio.run(once(mode)))
+    medians = {m: statistics.median(t) * 1e6 for m, t in timings.items()}
+    return {
+        "clients": clients,
+        "updates_per_vendor": updates,
+        "repeats": repeats,
+        "cpu_us_per_frame": {m: round(v, 2) for m, v in medians.items()},
+        "cpu_us_per_frame_runs": {m: [round(x * 1e6, 2) for x in t] for m, t in timings.items()},
+        "wire_bytes_per_update": {m: round(b / (updates * clients)) for m, b in payload.items()},
+        "cpu_ratio_delta_over_full": round(medians["delta"] / medians["full"], 2),
+    }
+
+
 def compare(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Full against delta per client count: bytes per update and CPU per frame, as ratios."""
     out = []
@@ -451,6 +547,28 @@ def compare(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def main_inprocess(args: argparse.Namespace) -> None:
+    console = Console(width=140)
+    rows = []
+    for clients in (int(c) for c in args.clients.split(",")):
+        console.print(f"{clients} clients in process, full and delta ...")
+        rows.append(inprocess_cpu(clients, args.per_vendor, updates=20, repeats=5))
+    table = Table(title=f"fan-out path in process (CPU time, median of 5); {os.cpu_count()} CPUs")
+    for column in ("clients", "µs CPU/frame full", "µs CPU/frame delta", "delta/full", "bytes/update full",
+                   "bytes/update delta", "bytes full/delta"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for r in rows:
+        cpu, size = r["cpu_us_per_frame"], r["wire_bytes_per_update"]
+        table.add_row(f"{r['clients']:,}", str(cpu["full"]), str(cpu["delta"]), str(r["cpu_ratio_delta_over_full"]),
+                      f"{size['full']:,}", f"{size['delta']:,}", f"{size['full'] / max(1, size['delta']):.2f}")  # fmt: skip
+    console.print(table)
+    out = RESULTS.with_name("fanout_inprocess.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"benchmark": "fanout --inprocess", "at": datetime.now(UTC).isoformat(timespec="seconds"),
+              "machine": machine([round(x, 2) for x in os.getloadavg()]), "results": rows}  # fmt: skip
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--clients", default="1000,5000,10000", help="comma-separated client counts")
@@ -463,12 +581,17 @@ def main() -> None:
     )
     parser.add_argument("--traffic", choices=("simulator", "sample"), default="simulator",
                         help="consecutive snapshots of simulated vendors, or one fixed sample")  # fmt: skip
+    parser.add_argument("--inprocess", action="store_true",
+                        help="only the fan-out path in this process, timed in CPU time: full against delta")  # fmt: skip
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
         return
     raise_fd_limit()
+    if args.inprocess:
+        main_inprocess(args)
+        return
     bootstrap = KafkaSettings().bootstrap
     console = Console(width=180)
     try:
