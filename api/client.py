@@ -18,9 +18,14 @@ What it does for you:
   latency went back under). `connection_health()` and `health_check()` (answers within 1 s) report it.
 - **Refreshes the token** before it expires: `token_provider()` (sync or async) is called
   `refresh_margin` seconds before `exp` and the new token is sent as `refresh_token`.
-- **Misses no order notification**: every `new_order` carries a `cursor`; the client reconnects with
-  `resume_after=<last cursor>`, the server replays what was missed from Kafka, and the client drops any
-  repeat (same cursor or same `eventId`), counting it in `statistics()["duplicatesDropped"]`.
+- **Misses no order notification or stock alert**: every `new_order` and `stock_alert` carries a
+  `cursor` (one feed); the client reconnects with `resume_after=<last cursor>`, the server replays what
+  was missed from Kafka, and the client drops any repeat (same cursor or same `eventId`), counting it
+  in `statistics()["duplicatesDropped"]`. `on_alert(data)` is called once per alert, `alerts` holds
+  the latest 20 (oldest first).
+- **Delta updates** with `updates="delta"`: the server sends `metrics_delta` merge patches instead of
+  full `metrics_update` frames; the client applies them to `snapshot` (a patch for a version it does
+  not hold is dropped and a `refresh` sent), so `snapshot` is the same as with full updates.
 Ping and pong frames are answered and consumed by the client; every other server message is yielded.
 """
 
@@ -50,6 +55,7 @@ from api.protocol import WS_PATH, iso_now
 
 log = logging.getLogger("vendorpulse.client")
 TokenProvider = Callable[[], str | Awaitable[str]]
+AlertHandler = Callable[[dict[str, Any]], None]
 FATAL_CLOSES = {4000: "bad request", 4003: "forbidden"}
 
 
@@ -92,9 +98,15 @@ class VendorPulseClient:
         open_timeout: float = 5.0,
         pacer: Pacer | None = None,
         rng: random.Random | None = None,
+        updates: str = "full",
+        on_alert: AlertHandler | None = None,
     ) -> None:
         if max_attempts < 1 or queue_limit < 1:
             raise ValueError("max_attempts and queue_limit must be at least 1")
+        if updates not in ("full", "delta"):
+            raise ValueError(f"updates must be 'full' or 'delta', not {updates!r}")
+        self.updates = updates
+        self.on_alert = on_alert
         self.url = _ws_url(url)
         self.vendor_id = vendor_id
         self.token = token
@@ -180,8 +192,14 @@ class VendorPulseClient:
         return self.received.snapshot
 
     @property
+    def alerts(self) -> list[dict[str, Any]]:
+        """The latest `stock_alert`s (at most 20), oldest first, each once."""
+        return list(self.received.alerts)
+
+    @property
     def cursor(self) -> str | None:
-        """The cursor of the last `new_order` received: the acknowledgement sent when reconnecting."""
+        """The cursor of the last `new_order` or `stock_alert` received: the acknowledgement sent when
+        reconnecting."""
         return self.received.cursor
 
     # --- sending
@@ -232,6 +250,7 @@ class VendorPulseClient:
             "droppedMessages": self.outbox.dropped,
             "duplicatesDropped": self.received.duplicates_dropped,
             "resumeGaps": self.received.resume_gaps,
+            "deltasApplied": self.received.deltas_applied,
             "latencyWarnings": self.latency_warnings,
             "lastLatency": self.latency.last,
             "backoffDelays": list(self.delays),
@@ -273,6 +292,8 @@ class VendorPulseClient:
         """One connection from handshake to close: what went wrong (str) or a fatal error."""
         cursor = self.received.cursor
         query = {"vendor_id": self.vendor_id} | ({"resume_after": cursor} if cursor else {})
+        if self.updates == "delta":
+            query["updates"] = "delta"
         try:
             ws = await connect(
                 f"{self.url}?{urlencode(query)}",
@@ -340,6 +361,18 @@ class VendorPulseClient:
                 self._on_connected()
             if self.received.accept(kind, data):
                 self._inbox.put_nowait(Message(kind, data, message.get("timestamp")))
+                if kind == "stock_alert" and self.on_alert is not None:
+                    self._alert(data)
+            elif self.received.needs_refresh:
+                self.received.needs_refresh = False
+                self.refresh()
+
+    def _alert(self, data: dict[str, Any]) -> None:
+        assert self.on_alert is not None
+        try:
+            self.on_alert(data)
+        except Exception:  # the application's handler must not end the connection
+            log.exception("on_alert raised")
 
     def _on_connected(self) -> None:
         if self._first is not None and self._first.done():

@@ -1,16 +1,21 @@
-"""What the Python client keeps from the server's messages across reconnects: the latest snapshot, the
-resume cursor (its acknowledgement, docs/API.md "Resume") and which notifications it has already seen.
-The TypeScript client (`api/client-ts/src/received.ts`) follows the same rules."""
+"""What the Python client keeps from the server's messages across reconnects: the latest snapshot (full
+ones replace it, `metrics_delta` merge patches apply to it), the resume cursor (its acknowledgement,
+docs/API.md "Resume"), which feed messages (`new_order`, `stock_alert`) it has already seen, and the
+latest stock alerts. The TypeScript client (`api/client-ts/src/received.ts`) follows the same rules."""
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.patch import apply
+
 log = logging.getLogger("vendorpulse.client")
 SEEN_EVENTS = 10_000  # eventIds remembered for de-duplication
+ALERTS = 20  # latest stock alerts kept
+FEED_TYPES = frozenset({"new_order", "stock_alert"})  # one cursor, one resume, deduplicated by eventId
 
 
 @dataclass
@@ -20,6 +25,9 @@ class Received:
     duplicates_dropped: int = 0
     resume_gaps: int = 0
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    alerts: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=ALERTS))  # newest last
+    deltas_applied: int = 0
+    needs_refresh: bool = False  # a metrics_delta for a version not held: ask for a full snapshot
 
     def accept(self, kind: str, data: Any) -> bool:
         """Keep what a server message says; False for a notification already delivered."""
@@ -37,8 +45,25 @@ class Received:
             held = self.snapshot.get("version", -1) if self.snapshot else -1
             if kind == "analytics_update" or data.get("version", 0) >= held:
                 self.snapshot = data
-        elif kind == "new_order":
-            return self._fresh(data)
+        elif kind == "metrics_delta":
+            return self._patch(data)
+        elif kind in FEED_TYPES:
+            if not self._fresh(data):
+                return False
+            if kind == "stock_alert":
+                self.alerts.append(data)
+        return True
+
+    def _patch(self, data: dict[str, Any]) -> bool:
+        """Apply a merge patch to the snapshot held if it is at the patch's base version; otherwise
+        drop it and ask for a refresh (contract §6)."""
+        held = self.snapshot
+        patch = data.get("patch")
+        if held is None or held.get("version") != data.get("baseVersion") or not isinstance(patch, dict):
+            self.needs_refresh = True
+            return False
+        self.snapshot = apply(held, patch)
+        self.deltas_applied += 1
         return True
 
     def _fresh(self, data: dict[str, Any]) -> bool:

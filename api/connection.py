@@ -8,7 +8,8 @@ case for every client that keeps up, so the fan-out to N connections is N writes
 - control frames (connection_status, ping, pong, error, then the close) first, in order;
 - one snapshot slot holding only the newest snapshot (a slow client gets the latest state, not a
   backlog): replacing it is O(1), and a snapshot older than the one last written is never written, so
-  versions never go back;
+  versions never go back. A delta client (`updates=delta`) that holds exactly the snapshot the new one
+  replaced gets its shared `metrics_delta` frame (`api.frames`); after a skipped version, the full one;
 - resumed notifications (`api.resume`), then at most `queue_size` live ones (new_order, broadcasts);
   one more closes the connection with 1013 (`slow_consumer`) so that the client resumes from its
   cursor instead of losing orders. While a connection resumes, its live notifications are held aside
@@ -82,11 +83,14 @@ class Connection:
         telemetry: Telemetry,
         queue_size: int = 64,
         close_grace: float = 2.0,
+        delta: bool = False,
     ) -> None:
         self.id = next(_ids)
         self.vendor_id = vendor_id
         self.state = State.OPEN
         self.last_version = -1
+        self.delta = delta  # `updates=delta`: metrics_delta from the snapshot last written, when it can
+        self._shown: VendorSnapshot | None = None  # the snapshot last written (the client holds it)
         self.sink = sink
         self._telemetry = telemetry
         self._control: deque[_Pending] = deque()
@@ -119,7 +123,6 @@ class Connection:
             self._telemetry.dropped(Out.METRICS_UPDATE)
             return False
         if slot is None and not self._control and self.sink.writable():
-            self.last_version = snapshot.version
             self.sink.write(self._render(snapshot))
             return True
         self._queue_snapshot(_Slot(Out.METRICS_UPDATE, snapshot, None, time.monotonic()))
@@ -143,9 +146,13 @@ class Connection:
         self._pump()
 
     def _render(self, snapshot: VendorSnapshot) -> OutFrame:
-        """The frame that brings this client to `snapshot`: the shared full update. (An opt-in delta
-        from `self.last_version` would be chosen here, memoised on the snapshot per base version.)"""
-        return snapshot.update()
+        """The frame that brings this client to `snapshot` (shared, memoised on the snapshot): for a
+        delta client that holds the snapshot `snapshot` replaced, its `metrics_delta`; otherwise the
+        full `metrics_update`. Records `snapshot` as the one this client now holds."""
+        frame = snapshot.render_for(self._shown, self.delta)
+        self.last_version = snapshot.version
+        self._shown = snapshot
+        return frame
 
     def event(self, frame: OutFrame, position: Position | None = None) -> bool:
         """Offer a notification; True when it was written at once."""
@@ -252,8 +259,11 @@ class Connection:
                 slot, self._slot = self._slot, None
                 if slot.snapshot.version < self.last_version:
                     continue
-                self.last_version = slot.snapshot.version
-                frame = slot.frame or self._render(slot.snapshot)
+                if slot.frame is not None:
+                    frame = slot.frame
+                    self.last_version, self._shown = slot.snapshot.version, slot.snapshot
+                else:
+                    frame = self._render(slot.snapshot)
                 sink.write(frame)
                 self._telemetry.observe_send(slot.kind, time.monotonic() - slot.queued_at)
                 continue

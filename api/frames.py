@@ -5,14 +5,22 @@ are the same for every connection: `OutFrame.wire` builds them once (websockets'
 and the fan-out writes that one `bytes` object to each socket. `VendorSnapshot` is one version of a
 vendor's snapshot and the frames made from it, built lazily and memoised on it, so a fan-out to any
 number of that vendor's connections, and a slow connection that catches up on the newest version later,
-encode nothing again. A per-base-version variant of the update (a merge patch from the version a
-client holds) belongs on the same object, memoised by base version, shared by every client at that base.
+encode nothing again.
+
+Delta updates (contract §6, `updates=delta`) are memoised the same way: a snapshot published while its
+vendor has connections keeps the one before it (`previous`), and `delta()` is the `metrics_delta` frame
+from that base, computed on first use (one merge patch per vendor update, `api.patch.diff_json`, on the
+JSON text as read from Kafka, without parsing it into objects) and then shared
+by every delta client that holds exactly the previous snapshot. A client at any other version gets the
+full `metrics_update` instead, as do all of them when no merge patch can express the change.
 """
 
 from __future__ import annotations
 
+import orjson
 from websockets.frames import Frame, Opcode
 
+from api import patch
 from api.protocol import Out, iso_now
 
 
@@ -55,14 +63,52 @@ def envelope(kind: Out, data_json: bytes, timestamp: str | None = None) -> OutFr
 class VendorSnapshot:
     """One version of a vendor's snapshot (contract §5 JSON as read from Kafka) and its frames."""
 
-    __slots__ = ("_update", "as_of", "raw", "vendor_id", "version")
+    __slots__ = ("_delta", "_members", "_update", "as_of", "previous", "raw", "vendor_id", "version")
 
-    def __init__(self, vendor_id: str, version: int, as_of: str, raw: bytes) -> None:
+    def __init__(
+        self, vendor_id: str, version: int, as_of: str, raw: bytes, previous: VendorSnapshot | None = None
+    ) -> None:
         self.vendor_id = vendor_id
         self.version = version
         self.as_of = as_of
         self.raw = raw
+        self.previous = previous
+        """The snapshot this one replaced, while a delta from it may still be asked for."""
         self._update: OutFrame | None = None
+        self._delta: OutFrame | None = None
+        self._members: patch.Members | None = None
+
+    def members(self) -> patch.Members:
+        """The snapshot's top-level members as JSON text, split once: the new side of one patch and
+        the old side of the next."""
+        split = self._members
+        if split is None:
+            split = self._members = patch.members(self.raw)
+        return split
+
+    def render_for(self, held: VendorSnapshot | None, delta: bool) -> OutFrame:
+        """The frame that brings a client holding `held` to this version: for a delta client that
+        holds exactly `previous`, the shared `metrics_delta`; otherwise the shared `metrics_update`."""
+        if delta and held is not None and held is self.previous:
+            return self.delta()
+        return self.update()
+
+    def delta(self) -> OutFrame:
+        """The `metrics_delta` frame from `previous`, built once; the full update when there is no
+        previous snapshot or no merge patch expresses the change (a value that became null)."""
+        frame = self._delta
+        if frame is None:
+            base = self.previous
+            changes = patch.diff_json(base.members(), self.members()) if base is not None else None
+            if base is None or changes is None:
+                frame = self.update()
+            else:
+                head = orjson.dumps(
+                    {"vendorId": self.vendor_id, "baseVersion": base.version, "version": self.version}
+                )
+                frame = envelope(Out.METRICS_DELTA, head[:-1] + b',"patch":' + changes + b"}")
+            self._delta = frame
+        return frame
 
     def update(self) -> OutFrame:
         """The `metrics_update` frame of this version, stamped when first asked for (the fan-out)."""

@@ -85,13 +85,16 @@ class Hub:
 
     def publish(self, vendor: str, version: int, as_of: str, raw: bytes) -> bool:
         """Keep a snapshot (`raw`: its contract §5 JSON) if newer than the one held, and push it as
-        `metrics_update`; False if it is not newer (an equal version with a later asOf is)."""
+        `metrics_update` (as `metrics_delta` from the one held, to delta clients that have it); False if it is not newer (an equal version with a later asOf is)."""
         held = self.snapshots.get(vendor)
         if held is not None and (version, as_of) <= (held.version, held.as_of):
             return False
-        snap = VendorSnapshot(vendor, version, as_of, raw)
-        self.snapshots[vendor] = snap
         conns = self.connections.get(vendor)
+        if held is not None:
+            held.previous = None  # one base per vendor: a delta from further back is a full update
+        # The base of this version's delta, kept only while someone may ask for it.
+        snap = VendorSnapshot(vendor, version, as_of, raw, held if conns else None)
+        self.snapshots[vendor] = snap
         if conns and self.caught_up:
             written = 0
             for conn in conns:

@@ -1,4 +1,5 @@
-"""The Kafka feed of one API instance: snapshots, order activity and broadcasts into the hub.
+"""The Kafka feed of one API instance: snapshots, vendor activity (`new_order`, `stock_alert`) and
+broadcasts into the hub.
 
 The feed uses no consumer group (every instance of a shard must see every record of it): it assigns the
 partitions of its shard (`api.shard`; all of them by default) of
@@ -255,17 +256,21 @@ class Feed:
         self.hub.publish(head.vendorId, head.version, head.asOf, record.value)
 
     def _activity(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        data = self.activity_data(record)
-        if data is not None:
-            self.hub.publish_event(data["vendorId"], Out.NEW_ORDER, data, (record.partition, record.offset))
+        message = self.activity_message(record)
+        if message is not None:
+            kind, data = message
+            self.hub.publish_event(data["vendorId"], kind, data, (record.partition, record.offset))
 
-    def activity_data(self, record: ConsumerRecord[bytes, bytes]) -> dict[str, Any] | None:
-        """The `new_order` data of a vendor-activity record: the record plus its `cursor`."""
+    def activity_message(self, record: ConsumerRecord[bytes, bytes]) -> tuple[Out, dict[str, Any]] | None:
+        """The message a vendor-activity record becomes, with its `cursor`: a record with
+        `"type": "stock_alert"` (contract §6) is a `stock_alert` (the type goes to the envelope), any
+        other a `new_order`. Both are one feed: one cursor, one resume."""
         value = self._decode(record)
         if value is None or not isinstance(value.get("vendorId"), str):
             return None
+        kind = Out.STOCK_ALERT if value.pop("type", None) == Out.STOCK_ALERT.value else Out.NEW_ORDER
         value["cursor"] = f"{record.partition}:{record.offset}"
-        return value
+        return kind, value
 
     def activity_partition(self, vendor_id: str) -> int | None:
         """The vendor's vendor-activity partition (records are keyed by vendor_id, default

@@ -41,6 +41,8 @@ class Out(enum.StrEnum):
     ANALYTICS_UPDATE = "analytics_update"
     METRICS_UPDATE = "metrics_update"
     NEW_ORDER = "new_order"
+    STOCK_ALERT = "stock_alert"
+    METRICS_DELTA = "metrics_delta"
     PING = "ping"
     PONG = "pong"
     ERROR = "error"

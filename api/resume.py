@@ -1,6 +1,7 @@
-"""Resuming `new_order` notifications from the cursor a client acknowledges (docs/API.md, "Resume").
+"""Resuming the vendor's feed (`new_order` and `stock_alert`) from the cursor a client acknowledges
+(docs/API.md, "Resume").
 
-Every `new_order` carries `cursor`, "<partition>:<offset>" of its `vendor-activity` record. A client
+Every feed message carries `cursor`, "<partition>:<offset>" of its `vendor-activity` record. A client
 that reconnects with `?resume_after=<cursor>` (the last notification it processed: its
 acknowledgement) gets, after `connection_status` and the snapshot, the vendor's records after that
 cursor, then `connection_status {"status": "resumed", ...}`, then live notifications: each record once,
@@ -48,7 +49,7 @@ class Cursor:
         match = _CURSOR.match(text)
         if match is None:
             raise BadMessageError(
-                f"resume_after must be a cursor '<partition>:<offset>' from a new_order, not {text[:40]!r}"
+                f"resume_after must be a cursor '<partition>:<offset>' from a new_order or stock_alert, not {text[:40]!r}"
             )
         return cls(int(match[1]), int(match[2]))
 
@@ -140,9 +141,10 @@ async def resume(
             records, first = await replayer.read(tp, start, position, conn.vendor_id.encode())
             status["skippedOffsets"] += first - start
         for record in records:
-            data = feed.activity_data(record)
-            if data is not None:
-                replayed.append(OutFrame.of_text(Out.NEW_ORDER, frame(Out.NEW_ORDER, data)))
+            message = feed.activity_message(record)
+            if message is not None:
+                kind, data = message
+                replayed.append(OutFrame.of_text(kind, frame(kind, data)))
         # A feed behind the client's cursor (another instance, lagging) must not deliver what the
         # client has already: `through` is also the floor below which live frames are dropped.
         through = (after.partition, max(position - 1, after.offset))

@@ -38,6 +38,7 @@ from api.uvicorn_ws import transport_sink
 
 log = logging.getLogger("vendorpulse.api.ws")
 TOKEN_SCOPE_KEY = "vendorpulse.token"  # where the app's middleware puts `?token=` (see api.app)
+UPDATE_MODES = ("full", "delta")  # `?updates=`: metrics_update frames, or metrics_delta (contract §6)
 
 
 @dataclass
@@ -106,13 +107,17 @@ async def serve(ws: WebSocket, services: Services) -> None:
         except BadMessageError as exc:
             await _refuse(ws, services, Close.BAD_REQUEST, str(exc))
             return
+    updates = ws.query_params.get("updates", "full")
+    if updates not in UPDATE_MODES:
+        await _refuse(ws, services, Close.BAD_REQUEST, f"updates must be one of {', '.join(UPDATE_MODES)}")
+        return
     digest = hashlib.sha256(token.encode()).hexdigest()
     if services.tokens[digest] >= settings.max_connections_per_token:
         await _refuse(ws, services, Close.TOO_MANY, "too many connections for this token")
         return
     services.tokens[digest] += 1
     try:
-        await _run(ws, services, claims, vendor, after)
+        await _run(ws, services, claims, vendor, after, delta=updates == "delta")
     finally:
         services.tokens[digest] -= 1
         if services.tokens[digest] <= 0:
@@ -277,10 +282,12 @@ def _sink(ws: WebSocket) -> Sink:
     return AsgiSink(send)
 
 
-async def _run(ws: WebSocket, services: Services, claims: Claims, vendor: str, after: Cursor | None) -> None:
+async def _run(
+    ws: WebSocket, services: Services, claims: Claims, vendor: str, after: Cursor | None, delta: bool
+) -> None:
     settings = services.settings
     conn = Connection(
-        vendor, _sink(ws), services.telemetry, settings.send_queue_size, settings.close_grace_seconds
+        vendor, _sink(ws), services.telemetry, settings.send_queue_size, settings.close_grace_seconds, delta
     )
     session = Session(ws, services, claims, conn)
     status = {
@@ -290,6 +297,7 @@ async def _run(ws: WebSocket, services: Services, claims: Claims, vendor: str, a
         "instance": settings.instance_id,
         "heartbeatSeconds": settings.heartbeat_seconds,
         "refreshSeconds": settings.refresh_seconds,
+        "updates": "delta" if delta else "full",
         "serverTime": iso_now(),
         "cursor": None if after is not None else _live_cursor(services.feed, vendor),
     }

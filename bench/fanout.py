@@ -1,11 +1,18 @@
 """WebSocket fan-out from Kafka to N dashboards: `python -m bench.fanout [--clients 1000,5000,10000]
-[--rate 1000] [--per-vendor 10] [--seconds 10] [--connect-concurrency 10]`.
+[--rate 1000] [--per-vendor 10] [--seconds 10] [--connect-concurrency 10] [--mode full,delta]
+[--traffic simulator|sample]`.
 
 Per case: fresh prefixed topics on the broker of `KAFKA_BOOTSTRAP_SERVERS` (default: the local broker
 of `vendorpulse kafka start`), one API server in a subprocess (the production uvicorn configuration),
 N clients spread over N / per-vendor vendors in this process (a light sans-I/O client on uvloop, so the
 clients cost little next to the server), and snapshots produced to `vendor-metrics` at `rate` per second
-round-robin over the vendors, each stamped with its produce time. Measured: produce -> client latency
+round-robin over the vendors, each stamped with its produce time. The snapshots are the simulator's
+traffic by default: each vendor's next snapshot is the one after one more simulated event of a vendor
+with two months of history (`simulated_streams`), so consecutive snapshots differ as live ones do;
+`--traffic sample` sends one fixed ~2 KB snapshot with only the version and the stamp changing. With
+`--mode delta` the clients connect with `updates=delta` and get `metrics_delta` merge patches; each
+case reports the payload bytes per update a client receives, so `--mode full,delta` compares the two
+on the same traffic (the stamp, `benchSentAt`, adds ~35 bytes to every patch). Measured: produce -> client latency
 (p50/p99/max) of `metrics_update` frames, connection set-up (TCP connect to the first
 `analytics_update`: handshake, token check, first snapshot) p50/p99, frames/s delivered, the server's
 CPU (from /proc) and its memory per connection. The server's CPU per frame is given in total and as
@@ -25,6 +32,7 @@ import os
 import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -52,6 +60,9 @@ WARMUP_SECONDS = 2.0
 IDLE_SECONDS = 3.0
 TICK = 0.005
 STAMP = b'"benchSentAt":'
+UPDATE_PREFIXES = (b'{"type":"metrics_update"', b'{"type":"metrics_delta"')
+TEMPLATES = 20  # simulated vendors whose snapshot streams the bench vendors share (vendor i: i % 20)
+HISTORY_EVENTS = 3000  # per template vendor, before the recorded snapshots
 
 
 def raise_fd_limit() -> None:
@@ -76,6 +87,7 @@ def serve(port: int) -> None:
 
 @dataclass(frozen=True)
 class Case:
+    mode: str  # "full" (metrics_update) or "delta" (updates=delta: metrics_delta)
     clients: int
     per_vendor: int  # clients per vendor
     rate: int  # snapshots produced per second
@@ -88,6 +100,8 @@ class Stats:
     latencies: list[float] = field(default_factory=list)
     setups: list[float] = field(default_factory=list)
     frames: int = 0
+    payload_bytes: int = 0  # of the update frames counted in `frames`
+    full_frames: int = 0  # of them, full metrics_update frames
     recording: bool = False
     since: float = 0.0  # only frames produced from then on (epoch seconds) count
 
@@ -115,7 +129,7 @@ class Client(asyncio.Protocol):
         self._flush()
 
     def _text(self, data: bytes) -> None:
-        if data.startswith(b'{"type":"metrics_update"'):
+        if data.startswith(UPDATE_PREFIXES):
             at = data.find(STAMP)
             if at >= 0 and self.stats.recording:
                 end = at + len(STAMP)
@@ -125,6 +139,8 @@ class Client(asyncio.Protocol):
                 if sent_at >= self.stats.since:
                     self.stats.latencies.append(time.time() - sent_at)
                     self.stats.frames += 1
+                    self.stats.payload_bytes += len(data)
+                    self.stats.full_frames += data.startswith(UPDATE_PREFIXES[0])
         elif data.startswith(b'{"type":"analytics_update"') and not self.ready.done():
             self.stats.setups.append(time.perf_counter() - self.started)
             self.ready.set_result(None)
@@ -209,17 +225,68 @@ def sample_snapshot() -> dict[str, Any]:
     return data
 
 
+def simulated_streams(templates: int, length: int, seed: int = 7) -> list[list[dict[str, Any]]]:
+    """`templates` vendors of the simulator (infra.simulate), each folded by the core through
+    HISTORY_EVENTS events over the last 60 days, then the snapshot after each of its next `length`
+    events: consecutive snapshots of one vendor, as the worker writes them one event apart."""
+    from infra.simulate import EventGenerator, SimConfig
+    from processors.core import apply, new_state, snapshot
+
+    now = int(time.time() * 1000)
+    total = templates * (HISTORY_EVENTS + length)
+    step = 60 * 86_400_000 // total
+    generator = EventGenerator(
+        SimConfig(vendors=templates, seed=seed, start_ms=now - step * total, step_ms=step)
+    )
+    states: dict[str, Any] = {}
+    streams: dict[str, list[dict[str, Any]]] = {}
+    seen: dict[str, int] = {}
+    for _, event in generator:
+        vendor = event.vendor_id
+        state = states.setdefault(vendor, new_state(vendor))
+        apply(state, event, event.occurred_at)
+        seen[vendor] = seen.get(vendor, 0) + 1
+        if seen[vendor] > HISTORY_EVENTS:
+            stream = streams.setdefault(vendor, [])
+            if len(stream) < length:
+                stream.append(snapshot(state, event.occurred_at))
+            if len(streams) == templates and all(len(s) >= length for s in streams.values()):
+                break
+    return [streams[v] for v in sorted(streams)]
+
+
+class Traffic:
+    """The next snapshot of each bench vendor: its template's next one (simulator), or the sample."""
+
+    def __init__(self, vendors: list[str], kind: str, per_vendor: int) -> None:
+        self.kind = kind
+        self.sample = sample_snapshot()
+        self.streams = simulated_streams(TEMPLATES, per_vendor) if kind == "simulator" else []
+        self.index = {v: n for n, v in enumerate(vendors)}
+        self.sent = dict.fromkeys(vendors, 0)
+
+    def next(self, vendor: str) -> dict[str, Any]:
+        n = self.sent[vendor]
+        self.sent[vendor] = n + 1
+        if not self.streams:
+            return self.sample
+        stream = self.streams[self.index[vendor] % len(self.streams)]
+        return dict(stream[n % len(stream)])  # a shallow copy: the vendor's fields are set on it
+
+
 async def produce(
     producer: AIOKafkaProducer,
     topic: str,
     versions: dict[str, int],
     rate: int,
     seconds: float,
+    traffic: Traffic | None = None,
 ) -> int:
     """Snapshots at `rate`/s, round-robin over the vendors of `versions` (each vendor's version rises
-    across calls), each stamped with its send time (`benchSentAt`, epoch seconds)."""
+    across calls), each stamped with its send time (`benchSentAt`, epoch seconds); `traffic` gives
+    each vendor's next snapshot (default: the fixed sample)."""
     vendors = list(versions)
-    data = sample_snapshot()
+    traffic = traffic or Traffic(vendors, "sample", 0)
     loop = asyncio.get_running_loop()
     start, sent, i = loop.time(), 0, 0
     while (elapsed := loop.time() - start) < seconds:
@@ -228,6 +295,7 @@ async def produce(
             vendor = vendors[i % len(vendors)]
             i += 1
             versions[vendor] += 1
+            data = traffic.next(vendor)
             data["vendorId"], data["version"], data["benchSentAt"] = vendor, versions[vendor], time.time()
             value = orjson.dumps(data)
             await producer.send(topic, value, key=vendor.encode())
@@ -236,7 +304,7 @@ async def produce(
     return sent
 
 
-def run_case(bootstrap: str, case: Case) -> dict[str, Any]:
+def run_case(bootstrap: str, case: Case, traffic: str) -> dict[str, Any]:
     """One case: fresh topics, a server subprocess, the clients and the producer in this process."""
     import uvloop
 
@@ -253,7 +321,7 @@ def run_case(bootstrap: str, case: Case) -> dict[str, Any]:
     command = os.environ.get("BENCH_SERVER_COMMAND", f"{sys.executable} -m bench.fanout --serve").split()
     server = subprocess.Popen([*command, str(port)], env=env)
     try:
-        return uvloop.run(drive(server.pid, port, bootstrap, topics, env["VENDORPULSE_ENV"], case))
+        return uvloop.run(drive(server.pid, port, bootstrap, topics, env["VENDORPULSE_ENV"], case, traffic))
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -269,6 +337,7 @@ async def drive(
     topics: Topics,
     env: str,
     case: Case,
+    traffic_kind: str,
 ) -> dict[str, Any]:
     from api.auth import make_token
     from api.settings import api_settings
@@ -282,13 +351,16 @@ async def drive(
         rss_before, setup_cpu0 = proc_rss_kb(pid), proc_cpu_seconds(pid)
         settings = api_settings(env=env)
         vendors = [f"bench-v{n:05d}" for n in range(max(1, clients // case.per_vendor))]
+        per_vendor = int(rate * (WARMUP_SECONDS + seconds) / len(vendors)) + 2
+        traffic = Traffic(vendors, traffic_kind, per_vendor)
+        updates = "&updates=delta" if case.mode == "delta" else ""
         tokens = {v: make_token(v, ttl=3600, settings=settings) for v in vendors}
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(case.connect_concurrency)
 
         async def open_one(n: int) -> None:
             vendor = vendors[n % len(vendors)]
-            uri = f"ws://127.0.0.1:{port}/api/v1/analytics/ws/vendor/analytics?token={tokens[vendor]}&vendor_id={vendor}"
+            uri = f"ws://127.0.0.1:{port}/api/v1/analytics/ws/vendor/analytics?token={tokens[vendor]}&vendor_id={vendor}{updates}"
             async with gate:
                 client = Client(uri, stats)
                 await loop.create_connection(lambda: client, "127.0.0.1", port)
@@ -299,7 +371,7 @@ async def drive(
         rss_after, setup_cpu = proc_rss_kb(pid), proc_cpu_seconds(pid) - setup_cpu0
         await producer.start()
         versions = dict.fromkeys(vendors, 0)
-        await produce(producer, topics.metrics, versions, rate, WARMUP_SECONDS)
+        await produce(producer, topics.metrics, versions, rate, WARMUP_SECONDS, traffic)
         await asyncio.sleep(0.5)
         idle0, idle_t0 = proc_cpu_seconds(pid), time.monotonic()
         await asyncio.sleep(IDLE_SECONDS)  # clients connected, nothing produced: heartbeats, polling
@@ -312,7 +384,7 @@ async def drive(
             time.process_time(),
             time.monotonic(),
         )
-        produced = await produce(producer, topics.metrics, versions, rate, seconds)
+        produced = await produce(producer, topics.metrics, versions, rate, seconds, traffic)
         await producer.flush()
         await asyncio.sleep(0.5)  # let the last frames arrive
         elapsed = time.monotonic() - t0
@@ -325,6 +397,8 @@ async def drive(
             client.close()
         await producer.stop()
     return {
+        "mode": case.mode,
+        "traffic": traffic_kind,
         "clients": clients,
         "connect_concurrency": case.connect_concurrency,
         "vendors": len(vendors),
@@ -333,6 +407,8 @@ async def drive(
         "events_produced": produced,
         "frames_delivered": stats.frames,
         "frames_per_s": round(stats.frames / elapsed),
+        "bytes_per_update": round(stats.payload_bytes / max(1, stats.frames)),
+        "full_update_share": round(stats.full_frames / max(1, stats.frames), 3),
         "latency_ms": {
             "p50": pct(stats.latencies, 0.5),
             "p99": pct(stats.latencies, 0.99),
@@ -354,6 +430,145 @@ async def drive(
     }
 
 
+class SocketSink:
+    """A connection's sink on one end of a socketpair (what `api.uvicorn_ws` does with a transport,
+    minus the event loop): every frame is one `send` of the shared bytes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.on_writable: Any = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, frame: Any) -> None:
+        self.sock.send(frame.wire)
+
+    def abort(self) -> None:
+        self.sock.close()
+
+
+def inprocess_cpu(clients: int, per_vendor: int, updates: int, repeats: int) -> dict[str, Any]:
+    """The API's fan-out path alone, in this process, timed in its own CPU time (other load on the
+    machine does not count): the hub, N connections writing to socketpairs (drained after each
+    update), `updates` snapshots of the simulator's traffic per vendor; full and delta interleaved,
+    `repeats` times each. Per frame: the hub's publish (for delta, the one patch per update
+    included), the write, and the reader's drain."""
+    from api.connection import Connection
+    from api.hub import Hub
+    from api.telemetry import Telemetry
+
+    vendors = [f"bench-v{n:05d}" for n in range(max(1, clients // per_vendor))]
+    streams = simulated_streams(TEMPLATES, updates + 1)
+    feeds = {v: [orjson.dumps(s | {"vendorId": v, "version": k + 1}) for k, s in enumerate(streams[n % len(streams)])]
+             for n, v in enumerate(vendors)}  # fmt: skip
+    timings: dict[str, list[float]] = {"full": [], "delta": []}
+    payload: dict[str, int] = {"full": 0, "delta": 0}
+
+    async def once(mode: str) -> float:
+        hub = Hub(Telemetry(), lambda v: {"vendorId": v, "version": 0, "asOf": ""})
+        hub.caught_up = True
+        pairs = []
+        for n in range(clients):
+            a, b = socket.socketpair()
+            b.setblocking(False)
+            pairs.append((a, b))
+            hub.add(
+                Connection(
+                    vendors[n % len(vendors)], SocketSink(a), hub.telemetry, 1 << 20, 2.0, mode == "delta"
+                )
+            )
+        buffer = bytearray(1 << 20)
+        readers = [b for _, b in pairs]
+
+        def drain() -> int:
+            got = 0
+            for b in readers:
+                while True:
+                    try:
+                        n = b.recv_into(buffer)
+                    except BlockingIOError:
+                        break
+                    got += n
+                    if n < len(buffer):
+                        break
+            return got
+
+        for v in vendors:  # the base: one full snapshot each, not timed
+            hub.publish(v, 1, "", feeds[v][0])
+        drain()
+        received = 0
+        started = time.process_time()
+        for k in range(1, updates + 1):
+            for v in vendors:
+                hub.publish(v, k + 1, "", feeds[v][k])
+            received += drain()
+        spent = time.process_time() - started
+        payload[mode] = received
+        for a, b in pairs:
+            a.close()
+            b.close()
+        return spent / (updates * clients)
+
+    for _ in range(repeats):
+        for mode in ("full", "delta"):
+            timings[mode].append(asyncio.run(once(mode)))
+    medians = {m: statistics.median(t) * 1e6 for m, t in timings.items()}
+    return {
+        "clients": clients,
+        "updates_per_vendor": updates,
+        "repeats": repeats,
+        "cpu_us_per_frame": {m: round(v, 2) for m, v in medians.items()},
+        "cpu_us_per_frame_runs": {m: [round(x * 1e6, 2) for x in t] for m, t in timings.items()},
+        "wire_bytes_per_update": {m: round(b / (updates * clients)) for m, b in payload.items()},
+        "cpu_ratio_delta_over_full": round(medians["delta"] / medians["full"], 2),
+    }
+
+
+def compare(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Full against delta per client count: bytes per update and CPU per frame, as ratios."""
+    out = []
+    by = {(r["mode"], r["clients"]): r for r in results}
+    for clients in sorted({r["clients"] for r in results}):
+        full, delta = by.get(("full", clients)), by.get(("delta", clients))
+        if full is None or delta is None:
+            continue
+        out.append({
+            "clients": clients,
+            "bytes_per_update": {"full": full["bytes_per_update"], "delta": delta["bytes_per_update"]},
+            "bytes_ratio": round(full["bytes_per_update"] / max(1, delta["bytes_per_update"]), 2),
+            "cpu_per_frame_ratio": round(
+                delta["server_cpu_us_per_frame"] / max(0.1, full["server_cpu_us_per_frame"]), 2
+            ),
+            "marginal_cpu_ratio": round(
+                delta["server_cpu_us_per_frame_marginal"] / max(0.1, full["server_cpu_us_per_frame_marginal"]), 2
+            ),
+        })  # fmt: skip
+    return out
+
+
+def main_inprocess(args: argparse.Namespace) -> None:
+    console = Console(width=140)
+    rows = []
+    for clients in (int(c) for c in args.clients.split(",")):
+        console.print(f"{clients} clients in process, full and delta ...")
+        rows.append(inprocess_cpu(clients, args.per_vendor, updates=20, repeats=5))
+    table = Table(title=f"fan-out path in process (CPU time, median of 5); {os.cpu_count()} CPUs")
+    for column in ("clients", "µs CPU/frame full", "µs CPU/frame delta", "delta/full", "bytes/update full",
+                   "bytes/update delta", "bytes full/delta"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for r in rows:
+        cpu, size = r["cpu_us_per_frame"], r["wire_bytes_per_update"]
+        table.add_row(f"{r['clients']:,}", str(cpu["full"]), str(cpu["delta"]), str(r["cpu_ratio_delta_over_full"]),
+                      f"{size['full']:,}", f"{size['delta']:,}", f"{size['full'] / max(1, size['delta']):.2f}")  # fmt: skip
+    console.print(table)
+    out = RESULTS.with_name("fanout_inprocess.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"benchmark": "fanout --inprocess", "at": datetime.now(UTC).isoformat(timespec="seconds"),
+              "machine": machine([round(x, 2) for x in os.getloadavg()]), "results": rows}  # fmt: skip
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--clients", default="1000,5000,10000", help="comma-separated client counts")
@@ -361,12 +576,22 @@ def main() -> None:
     parser.add_argument("--per-vendor", type=int, default=10, help="clients per vendor")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per case")
     parser.add_argument("--connect-concurrency", type=int, default=10, help="clients connecting at once")
+    parser.add_argument(
+        "--mode", default="full", help="comma-separated: full (metrics_update), delta (updates=delta)"
+    )
+    parser.add_argument("--traffic", choices=("simulator", "sample"), default="simulator",
+                        help="consecutive snapshots of simulated vendors, or one fixed sample")  # fmt: skip
+    parser.add_argument("--inprocess", action="store_true",
+                        help="only the fan-out path in this process, timed in CPU time: full against delta")  # fmt: skip
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
         return
     raise_fd_limit()
+    if args.inprocess:
+        main_inprocess(args)
+        return
     bootstrap = KafkaSettings().bootstrap
     console = Console(width=180)
     try:
@@ -379,15 +604,21 @@ def main() -> None:
         raise SystemExit(2) from exc
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     results = []
+    modes = [m.strip() for m in args.mode.split(",")]
+    if not set(modes) <= {"full", "delta"}:
+        parser.error("--mode takes full, delta or both")
     for clients in (int(c) for c in args.clients.split(",")):
-        console.print(f"{clients} clients, {args.rate} snapshots/s ...")
-        case = Case(clients, args.per_vendor, args.rate, args.seconds, args.connect_concurrency)
-        results.append(run_case(bootstrap, case))
+        for mode in modes:
+            console.print(f"{clients} clients, {mode} updates, {args.rate} snapshots/s ...")
+            case = Case(mode, clients, args.per_vendor, args.rate, args.seconds, args.connect_concurrency)
+            results.append(run_case(bootstrap, case, args.traffic))
     table = Table(title=f"fan-out: produce -> client; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
     for column in (
+        "mode",
         "clients",
         "vendors",
         "frames/s",
+        "bytes/update",
         "load",
         "latency p50/p99/max ms",
         "set-up p50/p99 ms",
@@ -403,9 +634,11 @@ def main() -> None:
     for r in results:
         lat, setup = r["latency_ms"], r["setup_ms"]
         table.add_row(
+            r["mode"],
             f"{r['clients']:,}",
             str(r["vendors"]),
             f"{r['frames_per_s']:,}",
+            f"{r['bytes_per_update']:,}",
             f"{r['load_average'][0]:.1f}-{r['load_average'][1]:.1f}",
             f"{lat['p50']} / {lat['p99']} / {lat['max']}",
             f"{setup['p50']} / {setup['p99']}",
@@ -418,6 +651,12 @@ def main() -> None:
             str(r["client_cpu_percent"]),
         )
     console.print(table)
+    comparison = compare(results)
+    for row in comparison:
+        console.print(
+            f"{row['clients']:,} clients: {row['bytes_ratio']}x fewer bytes per update with deltas; "
+            f"CPU per frame delta/full {row['cpu_per_frame_ratio']} (marginal {row['marginal_cpu_ratio']})"
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "benchmark": "fanout",
@@ -425,6 +664,7 @@ def main() -> None:
         "machine": machine(load_at_start),
         "warmup_seconds": WARMUP_SECONDS,
         "results": results,
+        "full_vs_delta": comparison,
     }
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
 

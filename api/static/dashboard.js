@@ -1,6 +1,8 @@
 /*
- * The vendorpulse dashboard: renders the snapshots and new_order notifications that VendorPulseClient
- * receives from this server. The client is the npm package's script-tag build (api/client-ts, built by
+ * The vendorpulse dashboard: renders the snapshots, new_order notifications and stock alerts that
+ * VendorPulseClient receives from this server. It asks for delta updates (the client applies the merge
+ * patches; `render` always gets the whole snapshot); each stock alert shows as a toast for a few
+ * seconds and stays in the list of the latest ALERTS_SIZE. The client is the npm package's script-tag build (api/client-ts, built by
  * `make client` into /static/vendorpulse-client.js). Token from ?token= (then kept in sessionStorage and
  * removed from the address bar) or from the form; vendor from ?vendor= or the token's vendor_id claim.
  * Optional URL settings for the client: baseDelay, maxDelay (ms), maxAttempts, pingInterval (ms).
@@ -12,11 +14,15 @@
   const params = new URLSearchParams(location.search);
   const palette = ["#3d5afe", "#12a150", "#e8a317", "#d93a3a", "#8e44ad", "#00a3bf", "#f06292", "#7c8a9e"];
   const FEED_SIZE = 25;
+  const ALERTS_SIZE = 10;
+  const TOAST_MS = 8000;
+  const STATE_TEXT = { out: "out of stock", low: "low stock", ok: "back in stock" };
   const still = matchMedia("(prefers-reduced-motion: reduce)").matches; // no chart animations then
   let client = null;
   let monthly = null;
   let categories = null;
   let orderCount = 0;
+  let alertCount = 0;
 
   function claimsOf(token) {
     try {
@@ -216,6 +222,51 @@
     $('[data-testid="feed-count"]').textContent = `${count(orderCount)} received`;
   }
 
+  function alertText(alert) {
+    const name = alert.name || alert.productId;
+    return [`${name}: ${STATE_TEXT[alert.state] || alert.state}`, `stock ${count(alert.stock)} · threshold ${count(alert.threshold)} · was ${alert.previous}`];
+  }
+
+  function addAlert(alert) {
+    const [title, detail] = alertText(alert);
+    const toast = document.createElement("div");
+    toast.className = `toast ${alert.state}`;
+    toast.dataset.testid = "toast";
+    toast.dataset.productId = alert.productId;
+    toast.dataset.state = alert.state;
+    const strong = document.createElement("strong");
+    strong.textContent = title;
+    const small = document.createElement("span");
+    small.textContent = detail;
+    toast.append(strong, small);
+    $('[data-testid="toasts"]').prepend(toast);
+    setTimeout(() => toast.remove(), TOAST_MS);
+
+    const list = $('[data-testid="alert-list"]');
+    const empty = $(".empty", list);
+    if (empty) empty.remove();
+    const li = document.createElement("li");
+    li.className = alert.state;
+    li.dataset.eventId = alert.eventId;
+    li.dataset.state = alert.state;
+    const cells = [
+      ["time", new Date(alert.occurredAt).toLocaleTimeString()],
+      ["state", STATE_TEXT[alert.state] || alert.state],
+      ["product", alert.name || alert.productId],
+      ["items", `stock ${count(alert.stock)} / ${count(alert.threshold)}`],
+    ];
+    for (const [cls, text] of cells) {
+      const span = document.createElement("span");
+      span.className = cls;
+      span.textContent = text;
+      li.appendChild(span);
+    }
+    list.prepend(li);
+    while (list.children.length > ALERTS_SIZE) list.lastElementChild.remove();
+    alertCount += 1;
+    $('[data-testid="alert-count"]').textContent = `${count(alertCount)} received`;
+  }
+
   function renderHealth() {
     if (!client) return;
     const h = client.connectionHealth();
@@ -253,7 +304,7 @@
     document.title = `${vendor} · vendorpulse`;
     const feed = $('[data-testid="order-feed"]');
     feed.innerHTML = '<li class="empty">waiting for orders…</li>';
-    const options = {};
+    const options = { updates: params.get("updates") === "full" ? "full" : "delta" };
     for (const key of ["baseDelay", "maxDelay", "maxAttempts", "pingInterval"]) {
       if (params.has(key)) options[key] = Number(params.get(key));
     }
@@ -265,6 +316,7 @@
     client = new VendorPulseClient(location.origin, vendor, token, options);
     client.on("snapshot", render);
     client.on("new_order", addOrder);
+    client.on("stock_alert", addAlert);
     client.on("state", renderHealth);
     client.on("latency", renderHealth);
     client.on("error", (e) => {

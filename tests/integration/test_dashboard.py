@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import pytest_asyncio
 
+from api import patch
 from api.app import create_app
 from api.auth import make_token
 from api.server import ServerThread
@@ -27,12 +29,21 @@ from schemas.topics import Topics
 from tests.integration.conftest import WorkerProcess
 from tests.integration.live_stack import live_stack
 from tests.integration.test_api_live import SECRET
+from tests.integration.test_stock_alerts import Catalog
+from tests.integration.test_stock_alerts import send as send_inventory
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 FAST = "baseDelay=200&maxDelay=800"  # the page's client backoff, shortened for the test
+CANONICAL_IN_PAGE = """(expected) => {
+  const canonical = (v) => Array.isArray(v) ? `[${v.map(canonical).join(",")}]`
+    : v !== null && typeof v === "object"
+      ? `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(",")}}`
+      : JSON.stringify(v);
+  return { held: canonical(window.vendorpulse.snapshot), expected: canonical(expected) };
+}"""
 
 if not CHROMIUM.exists():
     reason = f"browser tests need Debian's Chromium at {CHROMIUM}: apt-get install -y chromium"
@@ -147,6 +158,54 @@ async def test_dashboard_shows_the_snapshot_and_survives_an_api_restart(
         assert stats["duplicatesDropped"] == 0
         await page.screenshot(path=str(ARTIFACTS / "dashboard-reconnected.png"), full_page=True)
         print(f"dashboard reconnected {reconnected_after:.1f} s after the API stopped")
+
+
+async def test_dashboard_shows_a_toast_for_each_stock_alert_and_keeps_the_latest_on_delta_updates(
+    kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess], page: Page
+) -> None:
+    async with live_stack(kafka_bootstrap, topics, make_worker, history=400) as stack:
+        await stack.settled()
+        await page.goto(f"http://127.0.0.1:{stack.port}/dashboard?token={stack.token}&{FAST}")
+        await expect(page.get_by_test_id("badge")).to_contain_text("connected", timeout=10_000)
+        catalog = Catalog()
+        walk = [
+            catalog.adjust("toast-lamp", 3),  # before its first upsert: no alert
+            catalog.upsert("toast-lamp", threshold=5, name="Toast Lamp"),  # 3 <= 5: low
+            catalog.adjust("toast-lamp", -3),  # 0: out
+            catalog.adjust("toast-lamp", 20),  # ok
+        ]
+        await send_inventory(kafka_bootstrap, topics, walk[:3])
+        toasts = page.locator('[data-testid="toast"][data-product-id="toast-lamp"]')
+        await expect(toasts).to_have_count(2, timeout=15_000)
+        await expect(toasts.first).to_have_attribute("data-state", "out")  # the newest on top
+        await expect(toasts.first).to_contain_text("Toast Lamp: out of stock")
+        await expect(toasts.nth(1)).to_contain_text("Toast Lamp: low stock")
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-stock-alert.png"), full_page=True)
+        await send_inventory(kafka_bootstrap, topics, walk[3:])
+        await expect(toasts.first).to_contain_text("Toast Lamp: back in stock", timeout=15_000)
+        items = page.locator('[data-testid="alert-list"] li[data-event-id]')
+        await expect(items).to_have_count(3)
+        shown = [await items.nth(i).get_attribute("data-event-id") for i in range(3)]
+        assert shown == [walk[3].event_id, walk[2].event_id, walk[1].event_id]  # newest first, each once
+        assert [await items.nth(i).get_attribute("data-state") for i in range(3)] == ["ok", "out", "low"]
+        await expect(page.get_by_test_id("alert-count")).to_have_text("3 received")
+        # the page asked for delta updates, and its numbers are the API's after merge patches
+        await stack.shop.send(40)
+        expected = await stack.settled()
+        await expect(page.get_by_test_id("as-of")).to_have_attribute(
+            "data-version", str(expected["version"]), timeout=10_000
+        )
+        # byte for byte after canonical JSON, both sides written by JavaScript (Python writes 25.0 as
+        # "25.0", JavaScript as "25": the same number)
+        canonical = await page.evaluate(CANONICAL_IN_PAGE, expected)
+        assert canonical["held"] == canonical["expected"]
+        assert orjson.loads(canonical["held"]) == orjson.loads(patch.canonical(expected))
+        assert await kpi(page, "orders") == expected["metrics"]["orders"]["current"]
+        stats = await page.evaluate("window.vendorpulse.statistics()")
+        assert stats["deltasApplied"] > 0
+        await expect(toasts).to_have_count(0, timeout=15_000)  # toasts go; the list stays
+        await expect(items).to_have_count(3)
 
 
 async def test_js_client_backoff_queue_and_health(page: Page) -> None:

@@ -9,8 +9,11 @@
  * - answers the server's heartbeat and pings on its own every `pingInterval` (5 s): `latency` is the
  *   average round trip of the last 100, with one `latency_warning` when it goes above 150 ms;
  * - renews the token `refreshMargin` (60 s) before `exp` with `tokenProvider` and sends `refresh_token`;
- * - resumes: reconnects with `resume_after=<cursor of the last new_order>` and drops repeats (a cursor
- *   at or before it, or an `eventId` among the last 10,000), so no notification is missed or doubled.
+ * - resumes: reconnects with `resume_after=<cursor of the last new_order or stock_alert>` and drops
+ *   repeats (a cursor at or before it, or an `eventId` among the last 10,000), so no notification is
+ *   missed or doubled; `alerts` keeps the latest 20 stock alerts;
+ * - with `updates: "delta"`, applies the server's `metrics_delta` merge patches to `snapshot` (a patch
+ *   for a version it does not hold is dropped and a `refresh` sent).
  */
 
 import { ReconnectFailedError, ServerRefusedError, VendorPulseError } from "./errors.js";
@@ -24,7 +27,14 @@ import {
   type ResolvedOptions,
 } from "./options.js";
 import { LatencyWindow, OutboundQueue, Pacer, backoffCeiling, tokenExpiry } from "./policy.js";
-import { type ClientMessageData, type ClientMessageType, type Envelope, type Snapshot, WS_PATH } from "./protocol.js";
+import {
+  type ClientMessageData,
+  type ClientMessageType,
+  type Envelope,
+  type Snapshot,
+  type StockAlert,
+  WS_PATH,
+} from "./protocol.js";
 import { Received } from "./received.js";
 import { OPEN, type WebSocketConstructor, type WebSocketLike, loadWebSocket, platformWebSocket } from "./transport.js";
 
@@ -215,7 +225,12 @@ export class VendorPulseClient {
     return this.received.snapshot;
   }
 
-  /** The cursor of the last `new_order`: the acknowledgement sent when reconnecting. */
+  /** The latest `stock_alert`s, newest first, each once (at most 20). */
+  get alerts(): readonly StockAlert[] {
+    return this.received.alerts;
+  }
+
+  /** The cursor of the last `new_order` or `stock_alert`: the acknowledgement sent when reconnecting. */
   get cursor(): string | null {
     return this.received.cursor;
   }
@@ -296,6 +311,7 @@ export class VendorPulseClient {
       lastLatency: this.window.last,
       backoffDelays: this.waits.slice(),
       cursor: this.received.cursor,
+      deltasApplied: this.received.deltasApplied,
       messagesReceived: this.counts.received,
       messagesSent: this.counts.sent,
     };
@@ -323,6 +339,7 @@ export class VendorPulseClient {
     }
     const query = new URLSearchParams({ vendor_id: this.vendorId, token: this.token });
     if (this.received.cursor) query.set("resume_after", this.received.cursor);
+    if (this.options.updates === "delta") query.set("updates", "delta");
     let ws: WebSocketLike;
     try {
       ws = new Impl(`${this.url}?${query}`);
@@ -413,7 +430,13 @@ export class VendorPulseClient {
     }
     if (type === "connection_status" && body?.status === "connected") this.onConnected();
     const held = this.received.snapshot;
-    if (!this.received.accept(type, data)) return;
+    if (!this.received.accept(type, data)) {
+      if (this.received.needsRefresh) {
+        this.received.needsRefresh = false;
+        this.refresh();
+      }
+      return;
+    }
     this.emit("message", message);
     this.emit(type, data);
     if (this.received.snapshot !== held && this.received.snapshot) this.emit("snapshot", this.received.snapshot);

@@ -17,5 +17,6 @@ export {
 export { ReconnectFailedError, ServerRefusedError, VendorPulseError } from "./errors.js";
 export { LatencyWindow, OutboundQueue, Pacer, backoffCeiling, backoffDelay, notAfter, tokenExpiry } from "./policy.js";
 export * from "./protocol.js";
-export { FEED_TYPES, Received, SEEN_EVENTS } from "./received.js";
+export { ALERTS, FEED_TYPES, Received, SEEN_EVENTS } from "./received.js";
+export { applyMergePatch, canonicalJson } from "./patch.js";
 export type { WebSocketConstructor, WebSocketLike } from "./transport.js";

@@ -30,6 +30,8 @@ export interface ConnectionStats {
   backoffDelays: number[];
   /** The acknowledgement sent as `resume_after` on the next reconnect. */
   cursor: string | null;
+  /** `metrics_delta` patches applied to the snapshot. */
+  deltasApplied: number;
   messagesReceived: number;
   messagesSent: number;
 }
@@ -56,6 +58,11 @@ export interface ClientOptions {
   sendBurst?: number;
   /** Uniform in [0, 1): the backoff jitter. */
   random?: () => number;
+  /**
+   * "delta": ask for `metrics_delta` merge patches instead of full `metrics_update` frames (contract
+   * §6); the client applies them, so `snapshot` is the same either way. Default "full".
+   */
+  updates?: "full" | "delta";
   /** The WebSocket implementation; default: the platform's, else the `ws` package. */
   WebSocket?: WebSocketConstructor | null;
   logger?: Logger;
@@ -67,7 +74,7 @@ export type ResolvedOptions = Required<ClientOptions>;
 export interface ClientEvents extends Omit<ServerMessageData, "ping" | "error"> {
   /** Every server message but the pings and pongs the client consumes. */
   message: ServerMessage;
-  /** The snapshot held changed (from `analytics_update` or a newer `metrics_update`). */
+  /** The snapshot held changed (from `analytics_update`, a newer `metrics_update`, or a `metrics_delta`). */
   snapshot: Snapshot;
   state: ConnectionState;
   /** The average round trip after each answered ping, ms. */
@@ -80,5 +87,5 @@ export interface ClientEvents extends Omit<ServerMessageData, "ping" | "error"> 
 export const DEFAULTS: ResolvedOptions = {
   tokenProvider: null, maxAttempts: 10, baseDelay: 1000, maxDelay: 30_000, queueLimit: 100,
   pingInterval: 5000, latencyWarningMs: 150, refreshMargin: 60, sendRate: 8, sendBurst: 16,
-  random: Math.random, WebSocket: null, logger: console,
+  random: Math.random, updates: "full", WebSocket: null, logger: console,
 }; // prettier-ignore

@@ -122,7 +122,11 @@ export interface StockAlert {
 /** An RFC 7386 JSON merge patch: null removes a key, objects merge, anything else (arrays too) replaces. */
 export type MergePatch = { [key: string]: unknown };
 
-/** With `updates=delta` (contract §6): the patch that turns the snapshot at `baseVersion` into `version`. */
+/**
+ * With `updates=delta` (contract §6): the patch that turns the snapshot at `baseVersion` into `version`.
+ * The server sends a full `metrics_update` instead when the client holds another version, or when no
+ * merge patch can express the change (a value that became null).
+ */
 export interface MetricsDelta {
   vendorId: string;
   baseVersion: number;
@@ -137,6 +141,8 @@ export interface ConnectedStatus {
   instance: string;
   heartbeatSeconds: number;
   refreshSeconds: number;
+  /** "delta" when the connection asked for `metrics_delta` (`updates=delta`). */
+  updates: "full" | "delta";
   serverTime: string;
   /** Where this connection's live notifications start; null when resuming. */
   cursor: string | null;
@@ -194,9 +200,9 @@ export interface ServerMessageData {
   /** The data of a client `ping`, echoed. */
   pong: unknown;
   error: ServerError;
-  /** Sent by servers that implement stock alerts (contract §6). */
+  /** A product's stock state changed (contract §6); on the `new_order` feed's cursor. */
   stock_alert: StockAlert;
-  /** Sent instead of `metrics_update` to clients that opt in to delta updates (contract §6). */
+  /** Sent instead of `metrics_update` to clients that opt in with `updates: "delta"` (contract §6). */
   metrics_delta: MetricsDelta;
 }
 

@@ -1,20 +1,25 @@
 /**
- * What the client keeps from the server's messages across reconnects: the latest snapshot, the resume
- * cursor (its acknowledgement, docs/API.md "Resume") and which notifications it has already seen. The
- * Python client (api/client_state.py) follows the same rules.
+ * What the client keeps from the server's messages across reconnects: the latest snapshot (full ones
+ * replace it, `metrics_delta` merge patches apply to it), the resume cursor (its acknowledgement,
+ * docs/API.md "Resume"), which feed messages (`new_order`, `stock_alert`) it has already seen, and the
+ * latest stock alerts. The Python client (api/client_state.py) follows the same rules.
  */
 
+import { applyMergePatch } from "./patch.js";
 import { notAfter } from "./policy.js";
-import type { ConnectionStatus, NewOrder, Snapshot } from "./protocol.js";
+import type { ConnectionStatus, MetricsDelta, NewOrder, Snapshot, StockAlert } from "./protocol.js";
 
 /** eventIds remembered for de-duplication. */
 export const SEEN_EVENTS = 10_000;
+
+/** Latest stock alerts kept in `alerts`. */
+export const ALERTS = 20;
 
 /**
  * The message types of the acknowledged feed: each carries `cursor` and `eventId`, advances the cursor
  * sent back as `resume_after`, and a repeat is dropped.
  */
-export const FEED_TYPES: ReadonlySet<string> = new Set(["new_order"]);
+export const FEED_TYPES: ReadonlySet<string> = new Set(["new_order", "stock_alert"]);
 
 export class Received {
   /** The latest snapshot: the one sent on (re)connect, then every newer one. */
@@ -23,6 +28,11 @@ export class Received {
   cursor: string | null = null;
   duplicatesDropped = 0;
   resumeGaps = 0;
+  /** The latest `stock_alert`s, newest first, each once (at most `ALERTS`). */
+  alerts: StockAlert[] = [];
+  deltasApplied = 0;
+  /** A `metrics_delta` came for a version not held: the client asks for a full snapshot (`refresh`). */
+  needsRefresh = false;
   private readonly seen = new Set<string>();
 
   constructor(private readonly warn: (message: string, detail?: unknown) => void = () => {}) {}
@@ -32,7 +42,25 @@ export class Received {
     if (data === null || typeof data !== "object") return true;
     if (type === "connection_status") this.status(data as ConnectionStatus);
     else if (type === "analytics_update" || type === "metrics_update") this.offer(type, data as Snapshot);
-    else if (FEED_TYPES.has(type)) return this.fresh(data as Pick<NewOrder, "cursor" | "eventId">);
+    else if (type === "metrics_delta") return this.patch(data as MetricsDelta);
+    else if (FEED_TYPES.has(type)) {
+      if (!this.fresh(data as Pick<NewOrder, "cursor" | "eventId">)) return false;
+      if (type === "stock_alert") this.alerts = [data as StockAlert, ...this.alerts].slice(0, ALERTS);
+    }
+    return true;
+  }
+
+  /** Apply a merge patch to the snapshot held if it is at the patch's base version; else drop it and
+   * ask for a refresh (contract §6). */
+  private patch(data: MetricsDelta): boolean {
+    const held = this.snapshot;
+    const patch = data.patch as unknown;
+    if (!held || held.version !== data.baseVersion || patch === null || typeof patch !== "object" || Array.isArray(patch)) {
+      this.needsRefresh = true;
+      return false;
+    }
+    this.snapshot = applyMergePatch<Snapshot>(held, patch);
+    this.deltasApplied += 1;
     return true;
   }
 

@@ -355,3 +355,45 @@ describe("surface", () => {
     expect(VendorPulseClient.backoffCeiling(3)).toBe(4000);
   });
 });
+
+describe("delta updates and stock alerts", () => {
+  const snap = (version: number, revenue: number) => ({ vendorId: "v", version, metrics: { revenue: { current: revenue } }, monthlyTrends: [] });
+
+  it("asks for deltas, applies them, and refreshes when a patch is for another version", async () => {
+    const s = (await server()).onConnection((conn) => {
+      conn.hello();
+      conn.send("analytics_update", snap(1, 10));
+      conn.send("metrics_delta", { vendorId: "v", baseVersion: 1, version: 2, patch: { version: 2, metrics: { revenue: { current: 20 } } } });
+      conn.send("metrics_delta", { vendorId: "v", baseVersion: 5, version: 6, patch: { version: 6 } }); // not held
+    });
+    const c = client(s.url, { updates: "delta" });
+    const snapshots: number[] = [];
+    c.on("snapshot", (x) => snapshots.push(x.version));
+    c.connect();
+    const conn = await s.nth(0);
+    expect(conn.query.get("updates")).toBe("delta");
+    await conn.until((k) => k.received.some((m) => m.type === "refresh"), "a refresh");
+    expect(snapshots).toEqual([1, 2]);
+    expect(c.snapshot).toEqual({ ...snap(2, 20) });
+    expect(c.statistics().deltasApplied).toBe(1);
+  });
+
+  it("emits each stock alert once and keeps the latest", async () => {
+    const alert = (eventId: string, cursor: string, state = "out") => ({ vendorId: "v", productId: "p1", name: "Lamp", stock: 0, threshold: 5, state, previous: "low", eventId, occurredAt: "2026-11-25T12:00:00.000Z", cursor });
+    const s = (await server()).onConnection((conn) => {
+      conn.hello("0:1");
+      conn.send("stock_alert", alert("a2", "0:2"));
+      conn.send("stock_alert", alert("a2", "0:3")); // the same alert written again after a worker crash
+      conn.send("stock_alert", alert("a4", "0:4", "ok"));
+    });
+    const c = client(s.url);
+    const seen: string[] = [];
+    const done = new Promise<void>((resolve) => c.on("stock_alert", (a) => (seen.push(a.eventId), a.eventId === "a4" && resolve())));
+    c.connect();
+    expect((await s.nth(0)).query.has("updates")).toBe(false);
+    await done;
+    expect(seen).toEqual(["a2", "a4"]);
+    expect(c.alerts.map((a) => a.state)).toEqual(["ok", "out"]);
+    expect(c.cursor).toBe("0:4");
+  });
+});

@@ -103,3 +103,29 @@ it("reports a refusal as error and stops", async () => {
   await act(() => sleep(200));
   expect(s.conns.length).toBe(1);
 });
+
+function Alerts(props: { url: string; options?: VendorAnalyticsOptions }) {
+  const { snapshot, alerts } = useVendorAnalytics(props.url, "v1", "t", props.options);
+  return (
+    <div>
+      <p data-testid="revenue">{snapshot ? String((snapshot.metrics as unknown as { r: number }).r) : "none"}</p>
+      <ol data-testid="alerts">{alerts.map((a) => <li key={a.eventId}>{`${a.productId}:${a.state}`}</li>)}</ol>
+    </div>
+  );
+}
+
+it("lists stock alerts newest first, each once, and follows delta updates", async () => {
+  const alert = (n: number, state: string) => ({ vendorId: "v1", productId: `p${n}`, name: null, stock: 0, threshold: 5, state, previous: "ok", eventId: `a${n}`, occurredAt: "2026-11-25T12:00:00.000Z", cursor: `0:${n}` });
+  const s = (await server()).onConnection((conn) => {
+    conn.hello();
+    conn.send("analytics_update", { vendorId: "v1", version: 1, metrics: { r: 10 } });
+    conn.send("stock_alert", alert(1, "low"));
+    conn.send("stock_alert", alert(2, "out"));
+    conn.send("stock_alert", alert(2, "out")); // a repeat: dropped
+    conn.send("metrics_delta", { vendorId: "v1", baseVersion: 1, version: 2, patch: { version: 2, metrics: { r: 25 } } });
+  });
+  render(<Alerts url={s.url} options={{ updates: "delta" }} />);
+  await waitFor(() => expect(screen.getByTestId("revenue").textContent).toBe("25"));
+  expect([...screen.getByTestId("alerts").children].map((li) => li.textContent)).toEqual(["p2:out", "p1:low"]);
+  expect(s.conns[0]!.query.get("updates")).toBe("delta");
+});
