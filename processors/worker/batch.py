@@ -95,9 +95,16 @@ class InputBuffer:
         self.size += len(records)
         self.ready.set()
 
-    async def take(self, max_records: int, within: float) -> list[Chunk]:
-        """What has arrived, once `max_records` have or `within` seconds after the first did."""
-        await self.ready.wait()
+    async def take(self, max_records: int, within: float, idle: float | None = None) -> list[Chunk]:
+        """What has arrived, once `max_records` have or `within` seconds after the first did; nothing
+        if nothing arrives for `idle` seconds (None: wait for input however long)."""
+        if idle is None:
+            await self.ready.wait()
+        else:
+            try:
+                await asyncio.wait_for(self.ready.wait(), idle)
+            except TimeoutError:
+                return []
         if self.size < max_records:
             deadline = time.monotonic() + within
             while self.size < max_records and (left := deadline - time.monotonic()) > 0:
@@ -163,7 +170,14 @@ class BatchLoop:
 
     async def run(self) -> None:
         while not self.app.should_stop:
-            chunks = await self.input.take(self.max_events, self.interval)
+            # Input folded but not stored yet is stored once due even if no more input comes: the
+            # end of a log, or a quiet spell, must not leave it uncommitted.
+            idle = (
+                None
+                if not self.unstored
+                else max(0.0, self.stored_at + self.store_interval - time.monotonic())
+            )
+            chunks = await self.input.take(self.max_events, self.interval, idle)
             if self.on_batch is not None:
                 self.on_batch(chunks)
             # Confluent-framed input: new schema ids resolved first. Through a registry outage this waits

@@ -392,3 +392,65 @@ def test_a_lateness_horizon_dead_letters_late_events_and_replay_equals_live(
         assert snap == expected(str(snap["vendorId"]), t)
     assert worker.alive()
     assert_no_watchdog_restart(worker)
+
+
+async def committed_and_ends(
+    bootstrap: str, group: str, topics: Topics
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The group's committed offsets and the end offsets, summed per input topic."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import GroupCoordinatorNotAvailableError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    except GroupCoordinatorNotAvailableError:
+        committed = {}  # the group has not joined yet
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in (topics.orders, topics.inventory) for p in range(6)]
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    done = {
+        t: sum(m.offset for tp, m in committed.items() if tp.topic == t)
+        for t in (topics.orders, topics.inventory)
+    }
+    total = {t: sum(o for tp, o in ends.items() if tp.topic == t) for t in (topics.orders, topics.inventory)}
+    return done, total
+
+
+def test_the_last_input_is_stored_and_committed_without_more_input(
+    kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess]
+) -> None:
+    # Folded input is stored at most every VENDORPULSE_STORE_INTERVAL_MS (here 3 s): what the last
+    # batches folded must still be stored, and its offsets committed, when no more input comes.
+    messages, log = history(topics, 1500, seed=21)
+    worker = make_worker(store_interval_ms="3000").start()
+    group = f"{topics.prefix}vendorpulse-worker"
+    progress: list[tuple[dict[str, int], dict[str, int]]] = []
+
+    def all_committed() -> bool:
+        progress.append(asyncio.run(committed_and_ends(kafka_bootstrap, group, topics)))
+        return progress[-1][0] == progress[-1][1]
+
+    half = len(messages) // 2
+    asyncio.run(send(kafka_bootstrap, messages[:half]))
+    eventually(
+        all_committed, "the first half committed", within=90, interval=0.2, detail=lambda: str(progress[-1])
+    )
+    asyncio.run(send(kafka_bootstrap, messages[half:]))  # within the 3 s after the first half was stored
+    assert_converges(kafka_bootstrap, topics, log, worker, within=60)
+    eventually(
+        all_committed,
+        "every input offset committed",
+        within=30,
+        interval=0.5,
+        detail=lambda: str(progress[-1]),
+    )
+    assert_no_watchdog_restart(worker)
