@@ -170,13 +170,9 @@ class BatchLoop:
 
     async def run(self) -> None:
         while not self.app.should_stop:
-            # Input folded but not stored yet is stored once due even if no more input comes: the
-            # end of a log, or a quiet spell, must not leave it uncommitted.
-            idle = (
-                None
-                if not self.unstored
-                else max(0.0, self.stored_at + self.store_interval - time.monotonic())
-            )
+            # Input folded but not stored or committed yet is, once due, even if no more input comes:
+            # the end of a log, or a quiet spell, must not leave it uncommitted.
+            idle = None if self.paused else self.idle_wait(time.monotonic())  # paused: nothing may store
             chunks = await self.input.take(self.max_events, self.interval, idle)
             if self.on_batch is not None:
                 self.on_batch(chunks)
@@ -236,6 +232,7 @@ class BatchLoop:
             self.drop_memory(self.unstored)
             return
         if not self.unstored or now - self.stored_at < self.store_interval:
+            await self.commit_due(now)  # what earlier batches stored
             return  # folded and announced; stored with a later batch (read again after a crash)
         stored_partitions, self.unstored = self.unstored, set()
         stored_tps, self.unstored_tps = self.unstored_tps, set()
@@ -248,10 +245,23 @@ class BatchLoop:
             expected = positions.expected.get(tp)
             if expected is not None:
                 self.stored[tp] = expected
+        await self.commit_due(now)
+
+    async def commit_due(self, now: float) -> None:
+        """Commit the stored watermarks, at most once every `COMMIT_EVERY_S`."""
         if self.stored and now - self.committed_at >= COMMIT_EVERY_S:
             self.committed_at = now
             stored, self.stored = self.stored, {}
-            await commit(app.consumer, stored)
+            await commit(self.app.consumer, stored)
+
+    def idle_wait(self, now: float) -> float | None:
+        """How long the loop may wait for input before a store or a commit falls due (None: no limit)."""
+        waits = []
+        if self.unstored:
+            waits.append(self.stored_at + self.store_interval - now)
+        if self.stored:
+            waits.append(self.committed_at + COMMIT_EVERY_S - now)
+        return max(0.0, min(waits)) if waits else None
 
     def still_current(self, generation: int, epoch: int) -> bool:
         """No rebalance began and the worker is not stopping since the batch started."""

@@ -425,13 +425,15 @@ async def committed_and_ends(
     return done, total
 
 
+@pytest.mark.parametrize("store_interval_ms", ["3000", "100"])
 def test_the_last_input_is_stored_and_committed_without_more_input(
-    kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess]
+    kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess], store_interval_ms: str
 ) -> None:
-    # Folded input is stored at most every VENDORPULSE_STORE_INTERVAL_MS (here 3 s): what the last
-    # batches folded must still be stored, and its offsets committed, when no more input comes.
+    # Folded input is stored at most every VENDORPULSE_STORE_INTERVAL_MS (3 s: the last store is due
+    # after the input ends) and committed at most once a second (100 ms: the last commit is), yet what
+    # the last batches folded must be stored, and its offsets committed, when no more input comes.
     messages, log = history(topics, 1500, seed=21)
-    worker = make_worker(store_interval_ms="3000").start()
+    worker = make_worker(store_interval_ms=store_interval_ms).start()
     group = f"{topics.prefix}vendorpulse-worker"
     progress: list[tuple[dict[str, int], dict[str, int]]] = []
 
@@ -444,7 +446,7 @@ def test_the_last_input_is_stored_and_committed_without_more_input(
     eventually(
         all_committed, "the first half committed", within=90, interval=0.2, detail=lambda: str(progress[-1])
     )
-    asyncio.run(send(kafka_bootstrap, messages[half:]))  # within the 3 s after the first half was stored
+    asyncio.run(send(kafka_bootstrap, messages[half:]))  # soon after the first half was stored and committed
     assert_converges(kafka_bootstrap, topics, log, worker, within=60)
     eventually(
         all_committed,
