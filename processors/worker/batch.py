@@ -150,6 +150,8 @@ class BatchLoop:
         """Set when a rebalance completes: every vendor of the assigned partitions is emitted once."""
         self.resumed_at = time.monotonic()
         self.delivered_at: dict[TP, float] = {}
+        self.any_delivered_at = 0.0
+        """When the last batch with any record was processed (the input watchdog's measure of a busy loop)."""
         """When each input partition last delivered a record (the input watchdog reads it)."""
         self.directories: dict[int, set[str]] = {}
         """Partition -> the vendors stored in it (read once per rebalance)."""
@@ -200,6 +202,7 @@ class BatchLoop:
                 continue  # stale: read again after the rebalance's seek
             tp, records = chunk.tp, chunk.records
             self.delivered_at[tp] = now
+            self.any_delivered_at = now
             seen.add(tp)
             topic, partition = tp.topic, tp.partition
             if positions.run(tp, records[0].offset, records[-1].offset, len(records)):

@@ -1,8 +1,11 @@
 """The worker's self-healing paths, each counted, logged at WARNING or ERROR, and kept in the data
 directory's `counters.json`, so an operator sees that one fired and a test can assert that none did.
 
-- `watch_input`: an input partition with records to fold that delivered none for `STALL_AFTER_S` is
-  resumed and sought to the next offset to fold (`input_resumes`). After a recovery interrupted by a
+- `watch_input`: an input partition with records to fold that delivered none for `STALL_AFTER_S`, while
+  no other partition delivered either (or for `STARVED_AFTER_S` whatever the others did), is resumed
+  and sought to the next offset to fold (`input_resumes`). While the worker works through a backlog,
+  the fetcher serves some partitions for seconds before others; that is not a stall, and seeking
+  such a partition back only read it twice. After a recovery interrupted by a
   second rebalance, Faust was seen to leave assigned input partitions without a record reaching the
   worker while their records waited in Kafka.
 - `watch_recovery`: a rebalance whose table recovery has not moved for `RECOVERY_STALL_S` replaces the
@@ -31,6 +34,7 @@ from processors.worker.counters import Counters
 log = logging.getLogger("vendorpulse.worker")
 STALL_CHECK_S = 1.0
 STALL_AFTER_S = 3.0
+STARVED_AFTER_S = 30.0
 RECOVERY_CHECK_S = 5.0
 RECOVERY_STALL_S = 45.0
 
@@ -64,7 +68,8 @@ class Watchdogs:
             if end is None or end <= expected or loop.paused:
                 continue
             quiet = now - max(loop.delivered_at.get(tp, 0.0), loop.resumed_at)
-            if quiet < STALL_AFTER_S:
+            busy = now - loop.any_delivered_at < STALL_AFTER_S  # other partitions are being delivered
+            if quiet < STALL_AFTER_S or (busy and quiet < STARVED_AFTER_S):
                 continue
             log.warning(
                 "watchdog: input %s:%s has records %s..%s to fold but delivered none for %.0f s: resuming it "
