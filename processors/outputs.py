@@ -12,9 +12,10 @@ from processors.core.state import State
 from schemas.events import InventoryAdjusted, OrderPlaced, ProductUpserted
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """A record to produce. `partition` None means: by key."""
+    """A record to produce. `partition` None means: by key. A value, never changed once built (not a
+    frozen dataclass only because those are several times slower to build; see `schemas.events`)."""
 
     topic: str
     key: bytes | None

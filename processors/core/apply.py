@@ -202,11 +202,12 @@ def _cancel(state: State, event: OrderCancelled, h: int) -> Outcome:
     return APPLIED
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StockLevel:
     """A product's stock state as contract §6 defines it for alerts: "out" (active, stock <= 0), "low"
     (active, 0 < stock <= threshold) or "ok" (any other case: inactive, never upserted, or enough
-    stock), from every accepted event so far in log order, whatever its occurred_at."""
+    stock), from every accepted event so far in log order, whatever its occurred_at. A value (not
+    frozen only because the worker builds two for every catalog and stock event; see `schemas.events`)."""
 
     state: str
     stock: int
