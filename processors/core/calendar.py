@@ -40,15 +40,14 @@ def first_day_of_month(month: int) -> int:
 def iso_millis(t: int) -> str:
     """ISO-8601 UTC with milliseconds and Z, e.g. 2024-03-01T00:00:00.000Z."""
     day, ms = divmod(t, DAY_MS)
-    # One %-format with the fields as plain divisions: a third cheaper than divmods and an f-string of
-    # format specs, and the worker formats one for every order it accepts (its `new_order` notice).
-    return "%sT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 - faster than format specs here
-        _date(day),
-        ms // 3_600_000,
-        ms // 60_000 % 60,
-        ms // 1000 % 60,
-        ms % 1000,
-    )
+    # Digits from tables and no format specs: the worker formats one for every order it accepts (its
+    # `new_order` notice), and an f-string of `:02d` fields cost about 1.5 us.
+    s = ms // 1000
+    return f"{_date(day)}T{_TWO[s // 3600]}:{_TWO[s // 60 % 60]}:{_TWO[s % 60]}.{_THREE[ms % 1000]}Z"
+
+
+_TWO = tuple(f"{i:02d}" for i in range(60))
+_THREE = tuple(f"{i:03d}" for i in range(1000))
 
 
 @lru_cache(maxsize=1024)
