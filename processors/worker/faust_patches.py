@@ -242,9 +242,15 @@ class ProducerBatches:
         producer = self.producer
         batches: dict[tuple[str, int], Any] = {}
         futures: list[asyncio.Future[Any]] = []
+        if producer.client.cluster._last_successful_refresh_ms != self.metadata_at:
+            self.partitions.clear()  # a partition count may have changed (`partition` says the same)
+        cached = self.partitions
         for topic, partition, key, value, headers in records:
             if partition is None:
-                partition = await self.partition(topic, key)
+                # The cache inline: a coroutine per record cost more than the lookup.
+                partition = cached.get((topic, key)) if key is not None else None
+                if partition is None:
+                    partition = await self.partition(topic, key)
             batch = batches.get((topic, partition))
             if batch is None:
                 batch = batches[(topic, partition)] = producer.create_batch()
