@@ -490,6 +490,9 @@ class Codec(abc.ABC):
             raise BadMarker(
                 f"message starts with neither C3 01 (single-object) nor 00 (Confluent): got {got}"
             )
+        route = self._routes.get(message[2:HEADER_SIZE]) if message[:2] == MAGIC else None
+        if route is not None:  # the common case: a known fingerprint, looked up without the checks below
+            return route, HEADER_SIZE
         fp = fingerprint_of(message)
         try:
             return self._routes[fp], HEADER_SIZE
