@@ -231,7 +231,11 @@ def test_two_workers_share_partitions_and_one_leaves(
     second = make_worker("b").start()
     producer = threading.Thread(target=lambda: asyncio.run(send(kafka_bootstrap, messages, rate=500)))
     producer.start()
-    time.sleep(6)
+    # It leaves once it has started and read for a while: on a loaded machine a start can take longer
+    # than any fixed pause (it was once killed before it wrote its counters).
+    eventually(lambda: "Ready" in second.output(), "the second worker's start (Faust logs Ready)", 120,
+               detail=second.output)  # fmt: skip
+    time.sleep(2)
     second.kill(signal.SIGTERM)  # leaves: its partitions move to the first worker
     producer.join()
     assert_converges(kafka_bootstrap, topics, log, first, within=120)
