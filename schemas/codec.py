@@ -267,6 +267,44 @@ def _collection_check(inner: IntCheck, *, values: bool) -> IntCheck:
     return check
 
 
+BoolCheck = Callable[[bytes, dict[str, Any]], bool]
+
+
+def _bool_check(schema: Any) -> BoolCheck | None:
+    """A predicate that the boolean of a message of the record `schema` is written as 0 or 1, or None.
+
+    Avro writes a boolean as one byte, 0 or 1. fastavro reads any other byte as true, the Java and the
+    Python `avro` readers as false: a damaged message would mean different things to different
+    consumers, so the codec refuses it. The byte is found from the end of the message, which the body
+    must fill exactly: for a record whose one top-level boolean is followed only by `int` and `long`
+    fields (ProductUpserted), their varint lengths follow from the values read. Other shapes (none
+    published) are not checked.
+    """
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        return None
+    fields = schema["fields"]
+    flags = [i for i, f in enumerate(fields) if f["type"] == "boolean"]
+    if len(flags) != 1:
+        return None
+    after = fields[flags[0] + 1 :]
+    kinds = [f["type"]["type"] if isinstance(f["type"], dict) else f["type"] for f in after]
+    if any(k not in ("int", "long") for k in kinds):
+        return None
+    tail = tuple(f["name"] for f in after)
+
+    def check(message: bytes, record: dict[str, Any]) -> bool:
+        pos = len(message) - 1
+        for name in tail:
+            value = record.get(name)
+            if type(value) is not int:
+                return True  # not in the reader's shape: not checked
+            zigzag = (value << 1) ^ (value >> 63)
+            pos -= (zigzag.bit_length() + 6) // 7 or 1
+        return pos >= 0 and message[pos] < 2
+
+    return check
+
+
 def _union_check(kinds: Sequence[tuple[type, IntCheck]]) -> IntCheck:
     def check(value: Any) -> bool:
         return all(inner(value) for kind, inner in kinds if isinstance(value, kind))
@@ -289,6 +327,7 @@ class _Route:
     reader_state: Any  # None when the writer is the reader version
     ints_ok: IntCheck | None
     defaults: dict[str, Any]  # the writer's field defaults, for events that lack a newer field
+    bools_ok: BoolCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +375,15 @@ class Codec(abc.ABC):
             ints_ok = _int_check(parse_schema(reader.plain), {})
             for v in versions:
                 reader_state = None if v.fingerprint == reader.fingerprint else states[reader.fingerprint]
-                route = _Route(v, event_type, states[v.fingerprint], reader_state, ints_ok, _defaults(v))
+                route = _Route(
+                    v,
+                    event_type,
+                    states[v.fingerprint],
+                    reader_state,
+                    ints_ok,
+                    _defaults(v),
+                    _bool_check(v.plain),
+                )
                 self._routes.setdefault(v.fingerprint, route)
             own = replace(self._routes[reader.fingerprint], writer=reader, defaults=_defaults(reader))
             self._writers[event_type] = (MAGIC + reader.fingerprint, own)
@@ -374,6 +421,7 @@ class Codec(abc.ABC):
             reader_route.writer_state,
             reader_route.ints_ok,
             _defaults(writer),
+            _bool_check(writer.plain),
         )
 
     def refuse_id(self, schema_id: int, error: type[CodecError], message: str, until: float) -> None:
@@ -464,6 +512,8 @@ class Codec(abc.ABC):
             raise TrailingBytes(f"{route.writer.label}: {extra} bytes left after the body")
         if route.ints_ok is not None and not route.ints_ok(record):
             raise UndecodableBody(f"{route.writer.label}: an int field is outside 32 bits")
+        if route.bools_ok is not None and not route.bools_ok(message, record):
+            raise UndecodableBody(f"{route.writer.label}: a boolean is written as a byte other than 0 or 1")
         return route, record
 
     def peek(self, message: bytes) -> SchemaVersion:

@@ -487,6 +487,21 @@ class CodecContract:
             assert outcome(other, message) == result
             assert codec.decode(codec.encode(result)) == result
 
+    @pytest.mark.parametrize("threshold", [0, 5, 63, 64, -1, 2**31 - 1, -(2**31)])
+    def test_a_boolean_byte_other_than_0_or_1_is_undecodable(self, codec: Codec, threshold: int) -> None:
+        # fastavro reads any non-zero byte as true, the Java and Python avro readers only 1: such a
+        # message would mean different things to different consumers.
+        event = ProductUpserted("e", 1, "v", "p", "Lamp", "Home", True, threshold)
+        message = bytearray(codec.encode(event))
+        at = len(message) - len(zigzag(threshold)) - 1  # `active`, just before the last field
+        for byte, active in ((0, False), (1, True)):
+            message[at] = byte
+            assert codec.decode(bytes(message), validate=False).active is active  # type: ignore[union-attr]
+        for byte in (2, 0x80, 0xFF):
+            message[at] = byte
+            with pytest.raises(UndecodableBody, match="boolean"):
+                codec.decode(bytes(message), validate=False)
+
 
 class TestFastavroCodec(CodecContract):
     codec_type = FastavroCodec
