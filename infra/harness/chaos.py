@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 
 from infra.kafka import LocalKafka, free_base_port
 from infra.ports import free_port, wait_http_ready
-from infra.simulate import SimConfig, produce
+from infra.simulate import EventGenerator, SimConfig, produce
 from processors.topics_admin import ensure_topics
 from schemas.events import Event
 from schemas.topics import Topics
@@ -36,6 +36,8 @@ from schemas.topics import Topics
 ROOT = Path(__file__).resolve().parents[2]
 WS_PATH = "/api/v1/analytics/ws/vendor/analytics"
 UPDATES = {"analytics_update", "metrics_update"}
+TRICKLE_RATE = 10.0
+"""events/s sent once the broker-loss scenario outlasts its planned duration"""
 
 
 @dataclass
@@ -301,14 +303,24 @@ async def _broker_loss(
     sent: list[tuple[str, Event]] = []
     progress: list[tuple[float, int]] = [(time.monotonic(), 0)]  # (when, events sent so far)
     config = SimConfig(vendors=4, products=12, customers=60, seed=17)
+    generator = EventGenerator(config)
     started = time.monotonic()
     done = asyncio.Event()
-    sim = asyncio.create_task(
-        produce(
-            stack.bootstrap, stack.topics.orders, stack.topics.inventory, config, rate=rate, stop=done,
-            keep=sent, on_progress=lambda summary: progress.append((time.monotonic(), summary.total)),
-        )
-    )  # fmt: skip
+
+    async def traffic() -> None:
+        """`rate` for `duration` s, then, while the schedule is not done, a trickle: a loaded machine
+        restarts brokers slowly, and the reference fold's cost grows faster than the log."""
+        for pace, until_done in ((rate, False), (TRICKLE_RATE, True)):
+            if until_done and done.is_set():
+                return
+            await produce(
+                stack.bootstrap, stack.topics.orders, stack.topics.inventory, config, rate=pace,
+                duration=None if until_done else duration, stop=done if until_done else None,
+                generator=generator, keep=sent,
+                on_progress=lambda _: progress.append((time.monotonic(), len(sent))),
+            )  # fmt: skip
+
+    sim = asyncio.create_task(traffic())
 
     def sent_by(when: float) -> int:
         return max((n for t, n in progress if t <= when), default=0)
@@ -330,7 +342,7 @@ async def _broker_loss(
         await broker_back(stack.cluster, node, within=120)
         back = time.monotonic()
         losses.append(Loss(node, killed - started, back - started, sent_by(back) - sent_by(killed)))
-    # Traffic goes on for the rest of the run, and for a fifth of it at least after the last loss.
+    # Traffic goes on for the planned duration, and for a fifth of it at least after the last loss.
     await until(max(duration, losses[-1].back + 0.2 * duration) if losses else duration)
     done.set()
     await sim
@@ -345,7 +357,8 @@ async def _broker_loss(
 def broker_loss(
     stack: Stack, rate: float = 150.0, duration: float = 40.0, vendor: str = "vendor-001"
 ) -> BrokerLossResult:
-    """Simulate at `rate`/s for `duration` s or longer; SIGKILL node 2 at 20 % of it and restart it at
+    """Simulate at `rate`/s for `duration` s, then at `TRICKLE_RATE` while brokers are still being lost
+    and for a fifth of `duration` after the last is back; SIGKILL node 2 at 20 % of it and restart it at
     45 % (or once the cluster has noticed its loss, if later), then SIGKILL node 3 at 55 % (or once node
     2 is back in every ISR, if later) and restart it at 80 %."""
     schedule = [(2, 0.20 * duration, 0.45 * duration), (3, 0.55 * duration, 0.80 * duration)]
