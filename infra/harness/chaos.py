@@ -82,8 +82,12 @@ class Watch:
     disconnects: int = 0
 
     def longest_gap(self) -> float:
-        gaps = [b - a for a, b in zip(self.updates, self.updates[1:], strict=False)]
-        return max(gaps, default=0.0)
+        return self.longest_gap_at()[1]
+
+    def longest_gap_at(self) -> tuple[float, float]:
+        """(when it began, monotonic; its length in s) of the longest gap between two updates"""
+        gaps = [(a, b - a) for a, b in zip(self.updates, self.updates[1:], strict=False)]
+        return max(gaps, key=lambda gap: gap[1], default=(0.0, 0.0))
 
 
 async def watch(url: str, seen: Watch, stop: asyncio.Event) -> None:
@@ -279,6 +283,8 @@ class BrokerLossResult:
     elapsed: float
     worker_starts: int
     api_starts: int
+    started: float
+    """when the run began (monotonic)"""
 
     @property
     def kills(self) -> list[tuple[float, int]]:
@@ -287,9 +293,10 @@ class BrokerLossResult:
 
     def summary(self) -> str:
         down = [f"node {x.node} {x.killed:.1f}-{x.back:.1f}s ({x.sent} sent)" for x in self.losses]
+        at, gap = self.watch.longest_gap_at()
         return (
             f"events={len(self.sent)} down=[{', '.join(down)}] "
-            f"updates={len(self.watch.updates)} longest_update_gap={self.watch.longest_gap():.2f}s "
+            f"updates={len(self.watch.updates)} longest_update_gap={gap:.2f}s from {at - self.started:.1f}s "
             f"disconnects={self.watch.disconnects} elapsed={self.elapsed:.1f}s"
         )
 
@@ -350,7 +357,7 @@ async def _broker_loss(
     stop.set()
     await watcher
     return BrokerLossResult(
-        sent, losses, seen, time.monotonic() - started, stack.worker.starts, stack.api.starts
+        sent, losses, seen, time.monotonic() - started, stack.worker.starts, stack.api.starts, started
     )
 
 
