@@ -240,11 +240,16 @@ class LocalKafka:
                 raise BrokerStartError(
                     f"Kafka node {dead[0].node_id} exited during start; its log ({dead[0].log_file}) ends:\n{tail}"
                 )
+            # The count alone is not enough: a node killed a moment ago stays registered until its
+            # controller session expires, so a node started again counts before it listens.
+            silent = [n.node_id for n in self.nodes if not port_listening(n.port)]
             try:
                 brokers = asyncio.run(_broker_count(self.bootstrap))
-                if brokers == len(self.nodes):
+                if brokers == len(self.nodes) and not silent:
                     return
-                last_error = f"{brokers} of {len(self.nodes)} brokers registered"
+                last_error = (
+                    f"{brokers} of {len(self.nodes)} brokers registered, nodes {silent} not listening"
+                )
             except Exception as exc:  # any client error just means "not yet"
                 last_error = f"{type(exc).__name__}: {exc}"
             time.sleep(0.3)

@@ -240,9 +240,11 @@ async def produce(
     generator: EventGenerator | None = None,
     framing: str = "single-object",
     registry_url: str | None = None,
+    stop: asyncio.Event | None = None,
 ) -> SimSummary:
-    """Send generated events at `rate` per second (0: as fast as possible) until `count` events or
-    `duration` seconds, whichever comes first; with an idempotent producer and acks=all, keyed by vendor.
+    """Send generated events at `rate` per second (0: as fast as possible) until `count` events,
+    `duration` seconds or `stop` is set, whichever comes first; with an idempotent producer and
+    acks=all, keyed by vendor.
     `keep`, when given, receives every (topic, event) sent, in send order.
 
     `generator` (default: an `EventGenerator` of `config`) may start with history records, those with
@@ -258,8 +260,8 @@ async def produce(
     from schemas.codec import FastavroCodec
     from schemas.topics import partition_for
 
-    if count is None and duration is None:
-        raise ValueError("give count or duration, or both")
+    if count is None and duration is None and stop is None:
+        raise ValueError("give count, duration or stop")
     codec = FastavroCodec()
     topic_of = {"orders": orders_topic, "inventory": inventory_topic}
     if framing not in FRAMINGS:
@@ -328,7 +330,7 @@ async def produce(
         while True:
             elapsed = time.monotonic() - live_started
             live = summary.total - summary.history
-            if duration is not None and elapsed >= duration:
+            if (duration is not None and elapsed >= duration) or (stop is not None and stop.is_set()):
                 break
             # How many events should have gone by now; send the difference (a token bucket of one tick).
             due = (count or 1 << 62) if rate <= 0 else int((elapsed + tick) * rate)

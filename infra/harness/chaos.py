@@ -2,8 +2,9 @@
 
 `broker_loss()` starts a private cluster (`LocalKafka(nodes=3)`) in a temporary folder, a worker and an
 API as child processes, and one WebSocket client; `simulate` sends at a steady rate while one broker is
-SIGKILLed and later restarted, then a different one. It returns what a test needs to judge the run: the
-events sent, the kills, the client's longest gap between snapshot updates and whether it stayed connected.
+SIGKILLed and later restarted, then a different one, never two at once. It returns what a test needs to
+judge the run: the events sent, each broker's loss (and the events sent meanwhile), the client's longest
+gap between snapshot updates and whether it stayed connected.
 The comparison with the independent reference lives in the tests, which own the reference.
 """
 
@@ -27,7 +28,7 @@ from aiokafka.errors import KafkaError
 
 from infra.kafka import LocalKafka, free_base_port
 from infra.ports import free_port, wait_http_ready
-from infra.simulate import SimConfig, produce
+from infra.simulate import EventGenerator, SimConfig, produce
 from processors.topics_admin import ensure_topics
 from schemas.events import Event
 from schemas.topics import Topics
@@ -35,6 +36,8 @@ from schemas.topics import Topics
 ROOT = Path(__file__).resolve().parents[2]
 WS_PATH = "/api/v1/analytics/ws/vendor/analytics"
 UPDATES = {"analytics_update", "metrics_update"}
+TRICKLE_RATE = 10.0
+"""events/s sent once the broker-loss scenario outlasts its planned duration"""
 
 
 @dataclass
@@ -79,8 +82,12 @@ class Watch:
     disconnects: int = 0
 
     def longest_gap(self) -> float:
-        gaps = [b - a for a, b in zip(self.updates, self.updates[1:], strict=False)]
-        return max(gaps, default=0.0)
+        return self.longest_gap_at()[1]
+
+    def longest_gap_at(self) -> tuple[float, float]:
+        """(when it began, monotonic; its length in s) of the longest gap between two updates"""
+        gaps = [(a, b - a) for a, b in zip(self.updates, self.updates[1:], strict=False)]
+        return max(gaps, key=lambda gap: gap[1], default=(0.0, 0.0))
 
 
 async def watch(url: str, seen: Watch, stop: asyncio.Event) -> None:
@@ -194,93 +201,174 @@ def _retry(step: Callable[[], object], within: float) -> None:
             time.sleep(1)
 
 
-async def in_sync(bootstrap: str, within: float) -> None:
-    """Until every partition of every topic has all its replicas in sync."""
+async def _cluster_view(bootstrap: str) -> tuple[set[int], list[tuple[set[int], set[int]]]] | None:
+    """The brokers the cluster's metadata lists (registered and not fenced) and each partition's (ISR,
+    replicas) over every topic; None while no broker answers."""
     from aiokafka.admin import AIOKafkaAdminClient
 
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        brokers = {int(b["node_id"]) for b in (await admin.describe_cluster())["brokers"]}
+        described = await admin.describe_topics()
+        return brokers, [(set(p["isr"]), set(p["replicas"])) for t in described for p in t["partitions"]]
+    except (KafkaError, OSError):
+        return None
+    finally:
+        await admin.close()
+
+
+async def _answers(address: str) -> bool:
+    """Whether the broker at `address` itself serves a metadata request (its acceptors start last)."""
+    return await _cluster_view(address) is not None
+
+
+async def broker_gone(bootstrap: str, node: int, within: float) -> None:
+    """Until the cluster has taken note of `node`'s loss: its metadata no longer lists it and no ISR
+    holds it. A SIGKILLed broker stays registered, and in every ISR, until its controller session
+    expires (`broker.session.timeout.ms`, 9 s, counted afresh when the controller itself moves), so
+    before that a view of the cluster cannot tell the dead broker from its restarted self."""
     deadline = time.monotonic() + within
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        lagging = -1
-        with contextlib.suppress(KafkaError, OSError):
-            await admin.start()
-            described = await admin.describe_topics()
-            lagging = sum(
-                len(p["isr"]) < len(p["replicas"]) for topic in described for p in topic["partitions"]
-            )
-        await admin.close()
-        if lagging == 0:
+        view = await _cluster_view(bootstrap)
+        if view is not None and node not in view[0] and all(node not in isr for isr, _ in view[1]):
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{lagging} partitions still under-replicated after {within:.0f} s")
-        await asyncio.sleep(1)
+            raise RuntimeError(
+                f"node {node} still listed by the cluster {within:.0f} s after its loss: {view}"
+            )
+        await asyncio.sleep(0.5)
+
+
+async def broker_back(cluster: LocalKafka, node: int, within: float) -> None:
+    """Until the restarted `node` answers on its own address, the cluster lists it again and every
+    partition of every topic has all its replicas in sync. Only meaningful after `broker_gone`: that
+    is what makes a listing of `node` come from its new registration."""
+    address = f"localhost:{cluster.nodes[node - 1].port}"
+    deadline = time.monotonic() + within
+    while True:
+        view = await _cluster_view(bootstrap=cluster.bootstrap)
+        if (
+            view is not None
+            and node in view[0]
+            and all(isr == replicas for isr, replicas in view[1])
+            and await _answers(address)
+        ):
+            return
+        if time.monotonic() > deadline:
+            lagging = -1 if view is None else sum(isr != replicas for isr, replicas in view[1])
+            raise RuntimeError(
+                f"node {node} not back within {within:.0f} s: listed={view is not None and node in view[0]}, "
+                f"{lagging} partitions under-replicated"
+            )
+        await asyncio.sleep(0.5)
+
+
+@dataclass
+class Loss:
+    """One broker's loss: when it was SIGKILLed and when it was back in every ISR (seconds into the
+    run), and how many events the simulator sent in between."""
+
+    node: int
+    killed: float
+    back: float
+    sent: int
 
 
 @dataclass
 class BrokerLossResult:
     sent: list[tuple[str, Event]]
-    kills: list[tuple[float, int]]
-    """(seconds into the run, node id) of every SIGKILL"""
+    losses: list[Loss]
     watch: Watch
     elapsed: float
     worker_starts: int
     api_starts: int
+    started: float
+    """when the run began (monotonic)"""
+
+    @property
+    def kills(self) -> list[tuple[float, int]]:
+        """(seconds into the run, node id) of every SIGKILL"""
+        return [(loss.killed, loss.node) for loss in self.losses]
 
     def summary(self) -> str:
+        down = [f"node {x.node} {x.killed:.1f}-{x.back:.1f}s ({x.sent} sent)" for x in self.losses]
+        at, gap = self.watch.longest_gap_at()
         return (
-            f"events={len(self.sent)} kills={[n for _, n in self.kills]} "
-            f"updates={len(self.watch.updates)} longest_update_gap={self.watch.longest_gap():.2f}s "
+            f"events={len(self.sent)} down=[{', '.join(down)}] "
+            f"updates={len(self.watch.updates)} longest_update_gap={gap:.2f}s from {at - self.started:.1f}s "
             f"disconnects={self.watch.disconnects} elapsed={self.elapsed:.1f}s"
         )
 
 
 async def _broker_loss(
-    stack: Stack, rate: float, duration: float, schedule: list[tuple[float, str, int]], vendor: str
+    stack: Stack, rate: float, duration: float, schedule: list[tuple[int, float, float]], vendor: str
 ) -> BrokerLossResult:
     seen = Watch(vendor)
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch(stack.ws_url(vendor), seen, stop))
     sent: list[tuple[str, Event]] = []
+    progress: list[tuple[float, int]] = [(time.monotonic(), 0)]  # (when, events sent so far)
     config = SimConfig(vendors=4, products=12, customers=60, seed=17)
+    generator = EventGenerator(config)
     started = time.monotonic()
-    sim = asyncio.create_task(
-        produce(
-            stack.bootstrap, stack.topics.orders, stack.topics.inventory, config,
-            rate=rate, duration=duration, keep=sent,
-        )
-    )  # fmt: skip
-    kills: list[tuple[float, int]] = []
-    for at, action, node in schedule:
+    done = asyncio.Event()
+
+    async def traffic() -> None:
+        """`rate` for `duration` s, then, while the schedule is not done, a trickle: a loaded machine
+        restarts brokers slowly, and the reference fold's cost grows faster than the log."""
+        for pace, until_done in ((rate, False), (TRICKLE_RATE, True)):
+            if until_done and done.is_set():
+                return
+            await produce(
+                stack.bootstrap, stack.topics.orders, stack.topics.inventory, config, rate=pace,
+                duration=None if until_done else duration, stop=done if until_done else None,
+                generator=generator, keep=sent,
+                on_progress=lambda _: progress.append((time.monotonic(), len(sent))),
+            )  # fmt: skip
+
+    sim = asyncio.create_task(traffic())
+
+    def sent_by(when: float) -> int:
+        return max((n for t, n in progress if t <= when), default=0)
+
+    async def until(at: float) -> None:
         await asyncio.sleep(max(0.0, started + at - time.monotonic()))
-        if action == "kill":
-            await asyncio.to_thread(stack.cluster.kill_node, node, signal.SIGKILL)
-            kills.append((time.monotonic() - started, node))
-        else:
-            await asyncio.to_thread(stack.cluster.start_node, node)
-            await asyncio.to_thread(stack.cluster.wait_ready, 90)
-            # The next kill only after the restarted broker is back in every ISR: two brokers down at
-            # once leaves fewer in-sync replicas than min.insync.replicas, and writes rightly stop.
-            await in_sync(stack.bootstrap, within=90)
+
+    losses: list[Loss] = []
+    for node, kill_at, restart_at in schedule:
+        # One broker down at a time: each loss starts once the previous broker is back in every ISR
+        # (two down at once leaves fewer in-sync replicas than min.insync.replicas, and writes rightly
+        # stop), and each restart waits until the cluster has noticed the loss.
+        await until(kill_at)
+        await asyncio.to_thread(stack.cluster.kill_node, node, signal.SIGKILL)
+        killed = time.monotonic()
+        await broker_gone(stack.bootstrap, node, within=90)
+        await until(restart_at)
+        await asyncio.to_thread(stack.cluster.start_node, node)
+        await broker_back(stack.cluster, node, within=120)
+        back = time.monotonic()
+        losses.append(Loss(node, killed - started, back - started, sent_by(back) - sent_by(killed)))
+    # Traffic goes on for the planned duration, and for a fifth of it at least after the last loss.
+    await until(max(duration, losses[-1].back + 0.2 * duration) if losses else duration)
+    done.set()
     await sim
     await asyncio.sleep(5)  # the last updates reach the client
     stop.set()
     await watcher
     return BrokerLossResult(
-        sent, kills, seen, time.monotonic() - started, stack.worker.starts, stack.api.starts
+        sent, losses, seen, time.monotonic() - started, stack.worker.starts, stack.api.starts, started
     )
 
 
 def broker_loss(
     stack: Stack, rate: float = 150.0, duration: float = 40.0, vendor: str = "vendor-001"
 ) -> BrokerLossResult:
-    """Simulate for `duration` s at `rate`/s; kill node 2 at 20 % of it, restart it at 45 %, kill node
-    3 at 55 %, restart it at 80 %."""
-    schedule = [
-        (0.20 * duration, "kill", 2),
-        (0.45 * duration, "start", 2),
-        (0.55 * duration, "kill", 3),
-        (0.80 * duration, "start", 3),
-    ]
+    """Simulate at `rate`/s for `duration` s, then at `TRICKLE_RATE` while brokers are still being lost
+    and for a fifth of `duration` after the last is back; SIGKILL node 2 at 20 % of it and restart it at
+    45 % (or once the cluster has noticed its loss, if later), then SIGKILL node 3 at 55 % (or once node
+    2 is back in every ISR, if later) and restart it at 80 %."""
+    schedule = [(2, 0.20 * duration, 0.45 * duration), (3, 0.55 * duration, 0.80 * duration)]
     stack.wait_api_ready()
     return asyncio.run(_broker_loss(stack, rate, duration, schedule, vendor))
 

@@ -8,13 +8,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from processors.worker.counters import FILE_NAME, Counters
 from schemas.topics import Topics
@@ -122,20 +124,56 @@ def make_worker(
 
 
 async def read_topic(
-    bootstrap: str, topic: str, idle_ms: int = 1500
+    bootstrap: str, topic: str, idle_ms: int = 1500, within: float = 90.0
 ) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
-    """Every record of `topic` from the start, until nothing new arrives for `idle_ms`."""
+    """Every record of `topic` from the start: at least up to the end offsets it has when called, then
+    until nothing new arrives for `idle_ms`. A partition that cannot be read to that end in `within` s
+    (its leader does not answer) fails the test, naming it, instead of passing for an empty one."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    tps = [
+        TopicPartition(topic, p["partition"])
+        for d in described
+        if d["error_code"] == 0
+        for p in d["partitions"]
+    ]
+    out: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+    if not tps:  # no such topic
+        return out
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, enable_auto_commit=False
     )
     await consumer.start()
-    out = []
     try:
-        while batch := await consumer.getmany(timeout_ms=idle_ms):
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + within
+        while True:
+            batch = await consumer.getmany(timeout_ms=idle_ms)
             out += [(r.key, r.value, list(r.headers)) for rs in batch.values() for r in rs]
+            if batch:
+                continue
+            behind = {}
+            for tp in tps:
+                try:
+                    position = await asyncio.wait_for(consumer.position(tp), idle_ms / 1000)
+                except TimeoutError:
+                    position = -1  # its offset could not even be looked up yet
+                if position < ends[tp]:
+                    behind[tp.partition] = (position, ends[tp])
+            if not behind:
+                return out
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{topic}: partitions (position, end offset) {behind} not read to the end offsets "
+                    f"they had when the read began, within {within:.0f} s"
+                )
     finally:
         await consumer.stop()
-    return out
 
 
 def latest_snapshots(bootstrap: str, topic: str) -> dict[str, dict[str, object]]:

@@ -15,20 +15,35 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from infra.kafka import LocalKafka, free_base_port
 from processors.topics_admin import broker_count, ensure_topics
 from schemas.topics import Topics
+from tests.polling import eventually
 
 
-async def _layout(bootstrap: str, topics: Topics) -> tuple[int, set[int], str]:
-    await ensure_topics(bootstrap, topics, partitions=3)
+def _layout(bootstrap: str, topics: Topics) -> tuple[int, set[int], str | None]:
+    """Brokers, replica counts and min.insync.replicas of `orders`, once the broker asked knows the
+    new topic: on a loaded machine its metadata can lag the create by a few seconds."""
+    asyncio.run(ensure_topics(bootstrap, topics, partitions=3))
+    layout: list[tuple[set[int], dict[str, str]]] = []
+
+    def known() -> bool:
+        layout.append(asyncio.run(_describe(bootstrap, topics.orders)))
+        replicas, configs = layout[-1]
+        return bool(replicas) and "min.insync.replicas" in configs
+
+    eventually(known, f"replicas and configs of {topics.orders} in the metadata", within=30)
+    replicas, configs = layout[-1]
+    return asyncio.run(broker_count(bootstrap)), replicas, configs.get("min.insync.replicas")
+
+
+async def _describe(bootstrap: str, topic: str) -> tuple[set[int], dict[str, str]]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        (described,) = await admin.describe_topics([topics.orders])
+        (described,) = await admin.describe_topics([topic])
         replicas = {len(p["replicas"]) for p in described["partitions"]}
-        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topics.orders)])
-        configs = {entry[0]: entry[1] for entry in response.resources[0][4]}
+        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        return replicas, {entry[0]: entry[1] for entry in response.resources[0][4]}
     finally:
         await admin.close()
-    return await broker_count(bootstrap), replicas, configs["min.insync.replicas"]
 
 
 async def _acked_write(bootstrap: str, topic: str) -> int | None:
@@ -49,14 +64,21 @@ def test_three_node_cluster_replicates_topics_and_survives_a_node_loss() -> None
     try:
         bootstrap = cluster.start()
         assert bootstrap.count(",") == 2
-        brokers, replicas, min_isr = asyncio.run(_layout(bootstrap, Topics.for_prefix("c3-")))
+        brokers, replicas, min_isr = _layout(bootstrap, Topics.for_prefix("c3-"))
         assert (brokers, replicas, min_isr) == (3, {3}, "2")
         assert cluster.kill_node(2)  # SIGKILL one broker: two in-sync replicas remain
         survivors = ",".join(f"localhost:{n.port}" for n in cluster.nodes if n.node_id != 2)
         assert asyncio.run(_acked_write(survivors, "c3-orders")) is not None
         cluster.start_node(2)
         cluster.wait_ready(60)
-        assert asyncio.run(broker_count(bootstrap)) == 3
+        node2 = f"localhost:{cluster.nodes[1].port}"
+        assert asyncio.run(broker_count(node2)) == 3  # node 2 itself answers
+        # Killed and started again at once: the dead node stays registered until its controller
+        # session expires (9 s), so a count of registered brokers is reached before the new one listens.
+        assert cluster.kill_node(2)
+        cluster.start_node(2)
+        cluster.wait_ready(60)
+        assert asyncio.run(broker_count(node2)) == 3
     finally:
         cluster.stop(timeout=10)
         shutil.rmtree(state, ignore_errors=True)

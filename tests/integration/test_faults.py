@@ -46,6 +46,7 @@ codec = FastavroCodec()
 
 
 @pytest.mark.chaos
+@pytest.mark.timeout(600)  # each loss lasts until the broker is back in every ISR: slow on a loaded machine
 def test_broker_loss_keeps_every_event_and_the_client_keeps_receiving(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -53,7 +54,8 @@ def test_broker_loss_keeps_every_event_and_the_client_keeps_receiving(
         result = broker_loss(stack, rate=150.0, duration=40.0)
         with capsys.disabled():
             print(f"\nbroker loss: {result.summary()}")
-        assert [node for _, node in result.kills] == [2, 3]
+        assert [loss.node for loss in result.losses] == [2, 3]  # one at a time, each back in every ISR
+        assert all(loss.sent > 0 for loss in result.losses)  # the producer kept sending through each loss
         assert len(result.sent) >= 0.9 * 150 * 40
         worker = WorkerProcess(stack.env, stack.worker.log)
         worker.proc = stack.worker.proc
