@@ -23,6 +23,7 @@ import faust
 
 from processors.outputs import Record
 from processors.topics_admin import broker_count, ensure_topics
+from processors.worker import storage_stats
 from processors.worker.batch import BatchLoop
 from processors.worker.bulk_restore import RestoreReport, bring_up_to_date
 from processors.worker.client_logs import limit_repeated_logs
@@ -43,6 +44,8 @@ TABLE = "vendor-state-v2"
 """The table (and its changelog topic's) name; the version is that of the table layout
 (processors/worker/table_layout.py): a worker of a new layout starts a new table and folds the input again."""
 MIB = 1024 * 1024
+STORAGE_STATS_S = 5.0
+"""How often the worker writes `storage.json` (`storage_stats.py`) into its data directory."""
 CHANGELOG_CONFIG = {"segment.bytes": 64 * MIB, "min.cleanable.dirty.ratio": 0.25}
 """The changelog topic's compaction (it is created with these; an existing topic keeps its own). Kafka
 compacts only closed segments, and rolls one at 1 GiB or after 7 days by default: the history's deletes
@@ -121,6 +124,7 @@ def create_app(
         memory=memory,
     )
     counters = Counters.in_dir(data_dir(settings))
+    stats_path = data_dir(settings) / storage_stats.FILE_NAME
     counters.save()  # at start too: an operator (or a test) finds the file in the data directory it used
     loop = BatchLoop(
         app, vendors, store, ProducerBatches(app), table.changelog_topic.get_topic_name(),
@@ -155,6 +159,18 @@ def create_app(
         if restored is not None and restored.records:
             log.info("table brought up to date from its changelog: %s", restored)
 
+    async def write_storage_stats() -> None:
+        """RocksDB's and the heap's figures into the data directory (`storage_stats.py`)."""
+        heap = {
+            "vendors": len(vendors.vendors),
+            "live_bytes": sum(v.live_bytes for v in vendors.vendors.values()),
+            "tail_bytes": sum(v.tail_bytes for v in vendors.vendors.values()),
+            "history_cache": len(memory.cache),
+            "history_pending": memory.pending,
+            "early_checkpoints": vendors.early_checkpoints,
+        }
+        storage_stats.write(stats_path, storage_stats.snapshot(store.databases(), heap))
+
     async def emit_snapshots() -> None:
         await loop.emit_snapshots(send)
 
@@ -171,6 +187,7 @@ def create_app(
     faust_app.task(start_diagnostics)
     faust_app.timer(max(settings.snapshot_interval_ms, 10) / 1000)(emit_snapshots)
     faust_app.timer(STALL_CHECK_S)(watchdogs.watch_input)
+    faust_app.timer(STORAGE_STATS_S)(write_storage_stats)
     faust_app.timer(RECOVERY_CHECK_S)(watchdogs.watch_recovery)
     faust_app.on_partitions_revoked.connect(on_revoked)
     faust_app.on_rebalance_complete.connect(on_recovered)

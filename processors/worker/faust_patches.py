@@ -177,6 +177,11 @@ class TableStore:
             return get
         return cast(Callable[[bytes], bytes | None], store.data.get)  # the memory store: one dict
 
+    def databases(self) -> dict[int, Any]:
+        """The RocksDB databases open now, by partition (none with the memory store)."""
+        store: Any = self.table.data
+        return dict(getattr(store, "_dbs", {}))
+
     def write(self, partition: int, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
         store: Any = self.table.data
         if hasattr(store, "_db_for_partition"):
