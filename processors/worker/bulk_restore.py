@@ -84,7 +84,9 @@ def _bring_up_to_date(
     bootstrap: str, topic: str, tables_dir: Path, table: str, options: Mapping[str, Any]
 ) -> RestoreReport:
     from confluent_kafka import Consumer, TopicPartition
-    from faust.stores.rocksdb import RocksDBOptions, Store
+    from faust.stores.rocksdb import Store
+
+    from processors.worker.faust_patches import TableOptions
 
     started = time.monotonic()
     report = RestoreReport()
@@ -95,7 +97,7 @@ def _bring_up_to_date(
         if found is None or found.error is not None or not found.partitions:
             return report  # a new table: nothing stored yet
         tables_dir.mkdir(parents=True, exist_ok=True)
-        rocksdb_options = RocksDBOptions(**options)
+        rocksdb_options = TableOptions(**options, use_rocksdict=True)
         starts: dict[int, int] = {}
         ends: dict[int, int] = {}
         for partition in sorted(found.partitions):
@@ -126,7 +128,7 @@ def _apply(consumer: Any, ends: dict[int, int], dbs: dict[int, Any], offset_key:
     from confluent_kafka import KafkaError
 
     no_log = rocksdict.WriteOptions()
-    no_log.disable_wal = True
+    no_log.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub says a method
     counts = dict.fromkeys(ends, 0)
     open_ = set(ends)
     while open_:
