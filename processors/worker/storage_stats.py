@@ -3,7 +3,8 @@ data directory every few seconds (`faust_app`), for an operator and for `bench/h
 
 Per table partition, RocksDB's own view: live data (`estimate-live-data-size`) against the SST files
 on disk, entries and deletions not yet compacted away (summed over the SST files' table properties),
-and its memory (memtables, block cache, table readers: index and filter blocks). For the heap: the
+and its memory (memtables, block cache, table readers: index and filter blocks; the block cache is
+shared by all partitions, so its usage is counted once). For the heap: the
 history cache and pending changes (`HistoryMemory`), the vendors in memory, Python's allocated blocks
 and the C allocator's bytes in use, so that RSS can be split between RocksDB and Python.
 """
@@ -71,6 +72,8 @@ def snapshot(dbs: Mapping[int, Any], heap: Mapping[str, int]) -> dict[str, Any]:
     for stats in partitions.values():
         for name, value in stats.items():
             totals[name] = totals.get(name, 0) + value
+    if partitions:  # one block cache serves every partition (`faust_patches.TableOptions`): each reports it
+        totals["block_cache"] = max(stats["block_cache"] for stats in partitions.values())
     return {
         "rocksdb": totals,
         "partitions": partitions,
