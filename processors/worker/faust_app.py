@@ -186,7 +186,12 @@ def create_app(
             "history_pending": memory.pending,
             "early_checkpoints": vendors.early_checkpoints,
         }
-        storage_stats.write(stats_path, storage_stats.snapshot(store.databases(), heap))
+        try:
+            storage_stats.write(stats_path, storage_stats.snapshot(store.databases(), heap))
+        except (
+            Exception
+        ) as exc:  # a partition closed by a rebalance, a full disk: figures, not a reason to stop
+            log.debug("storage.json not written: %r", exc)
 
     async def emit_snapshots() -> None:
         await loop.emit_snapshots(send)
