@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from processors.exceptions import TransportError
 
@@ -52,6 +52,7 @@ CONSUMER_CONFIG = {
     "queued.max.messages.kbytes": 64 * 1024,  # prefetched per partition: bounds the restore's memory
 }
 TIMEOUT_S = 30.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -93,7 +94,7 @@ def _bring_up_to_date(
     consumer = Consumer({"bootstrap.servers": bootstrap, **CONSUMER_CONFIG})
     dbs: dict[int, Any] = {}
     try:
-        found = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
+        found = _retried(lambda: consumer.list_topics(topic, timeout=TIMEOUT_S)).topics.get(topic)
         if found is None or found.error is not None or not found.partitions:
             return report  # a new table: nothing stored yet
         tables_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +102,8 @@ def _bring_up_to_date(
         starts: dict[int, int] = {}
         ends: dict[int, int] = {}
         for partition in sorted(found.partitions):
-            _, end = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=TIMEOUT_S)
+            tp = TopicPartition(topic, partition)
+            _, end = _retried(lambda: consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S))  # noqa: B023
             db = dbs[partition] = rocksdb_options.open(partition_path(tables_dir, table, partition))
             persisted = db.get(Store.offset_key)
             start = int(persisted) + 1 if persisted is not None else 0
@@ -119,6 +121,20 @@ def _bring_up_to_date(
         consumer.close()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _retried(call: Callable[[], T], attempts: int = 3) -> T:
+    """`call()`, again after a librdkafka error (a broker too busy to answer in time), up to `attempts`."""
+    from confluent_kafka import KafkaException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except KafkaException:
+            if attempt == attempts:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
 
 
 def _apply(consumer: Any, ends: dict[int, int], dbs: dict[int, Any], offset_key: bytes) -> dict[int, int]:
