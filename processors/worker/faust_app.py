@@ -23,12 +23,13 @@ import faust
 
 from processors.outputs import Record
 from processors.topics_admin import broker_count, ensure_topics
+from processors.worker import storage_stats
 from processors.worker.batch import BatchLoop
 from processors.worker.bulk_restore import RestoreReport, bring_up_to_date
 from processors.worker.client_logs import limit_repeated_logs
 from processors.worker.counters import Counters
 from processors.worker.diagnostics import dump_tasks, dump_tasks_on_sigusr1, trace_batches, tracing
-from processors.worker.faust_patches import ProducerBatches, TableStore, use_input_consumer
+from processors.worker.faust_patches import ProducerBatches, TableStore, use_input_consumer, use_table_options
 from processors.worker.settings import WorkerSettings
 from processors.worker.stored_history import HistoryMemory
 from processors.worker.vendor_log import VendorLog, restore
@@ -43,22 +44,40 @@ TABLE = "vendor-state-v2"
 """The table (and its changelog topic's) name; the version is that of the table layout
 (processors/worker/table_layout.py): a worker of a new layout starts a new table and folds the input again."""
 MIB = 1024 * 1024
-CHANGELOG_CONFIG = {"segment.bytes": 64 * MIB, "min.cleanable.dirty.ratio": 0.25}
+STORAGE_STATS_S = 5.0
+"""How often the worker writes `storage.json` (`storage_stats.py`) into its data directory."""
+HOUR_MS = 3_600_000
+CHANGELOG_CONFIG = {
+    "segment.bytes": 64 * MIB,
+    "segment.ms": HOUR_MS,
+    "min.cleanable.dirty.ratio": 0.25,
+    "max.compaction.lag.ms": 6 * HOUR_MS,
+}
 """The changelog topic's compaction (it is created with these; an existing topic keeps its own). Kafka
 compacts only closed segments, and rolls one at 1 GiB or after 7 days by default: the history's deletes
 (tombstones, processors/worker/table_layout.py) would free nothing for days at a modest rate. 64 MiB segments and a
 lower dirty ratio let the cleaner keep the topic near its live bytes (L days of history, the live parts,
-the tails). Tombstones themselves stay `delete.retention.ms` (Kafka's default, 1 day) after a cleaning."""
+the tails); a segment rolls after an hour even when a quiet worker has not filled it, and a record is
+cleanable at most 6 hours after it was written whatever the dirty ratio. Tombstones themselves stay `delete.retention.ms` (Kafka's default, 1 day) after a cleaning."""
 ROCKSDB_OPTIONS = {
     "write_buffer_size": 8 * MIB,
     "max_write_buffer_number": 2,
     "block_cache_size": 16 * MIB,
     "block_cache_compressed_size": 4 * MIB,
     "bloom_filter_size": 10,
+    "shared_block_cache_size": 32 * MIB,
+    "shared_write_buffer_size": 32 * MIB,
+    "level0_compaction_trigger": 2,
+    "deletion_window": 10_000,
+    "deletions_per_window": 5_000,
 }
-"""Per table partition (one RocksDB each). Faust's defaults are 3 x 64 MiB of write buffers and a 2 GiB
-block cache *per partition*: resident memory would grow with every write until the buffers filled. The
-history is read through the worker's own cache (`HistoryMemory`), so a small block cache costs little.
+"""Per table partition (one RocksDB each), and for all of them (`faust_patches.TableOptions`). Faust's
+defaults are 3 x 64 MiB of write buffers and a 2 GiB block cache *per partition*: resident memory would
+grow with every write until the buffers filled, and with per-partition limits it still grows until
+every partition's cache and memtables are full. One 32 MiB block cache and 32 MiB of write buffers for
+all of a worker's partitions bound RocksDB's memory per worker (`bench/history.py` filled 6 x 16 MiB of
+caches only by its last quarter: RSS grew with the store). The history is read through the
+worker's own cache (`HistoryMemory`), so a small block cache costs little.
 Most history reads look for a key that is not there (a new event id, a new order id): 10 bloom filter
 bits per key (Faust's default is 3) make such a miss cost one filter probe per file, not a block read."""
 
@@ -99,6 +118,7 @@ def create_app(
         TABLE, partitions=partitions, key_type=bytes, value_type=bytes, options=ROCKSDB_OPTIONS,
         extra_topic_configs=CHANGELOG_CONFIG,
     )  # fmt: skip
+    use_table_options(table, ROCKSDB_OPTIONS)
     store = TableStore(table)
     codec = FastavroCodec()
     resolver = schema_resolver(settings, codec)  # None without VENDORPULSE_SCHEMA_REGISTRY_URL
@@ -121,6 +141,7 @@ def create_app(
         memory=memory,
     )
     counters = Counters.in_dir(data_dir(settings))
+    stats_path = data_dir(settings) / storage_stats.FILE_NAME
     counters.save()  # at start too: an operator (or a test) finds the file in the data directory it used
     loop = BatchLoop(
         app, vendors, store, ProducerBatches(app), table.changelog_topic.get_topic_name(),
@@ -155,6 +176,23 @@ def create_app(
         if restored is not None and restored.records:
             log.info("table brought up to date from its changelog: %s", restored)
 
+    async def write_storage_stats() -> None:
+        """RocksDB's and the heap's figures into the data directory (`storage_stats.py`)."""
+        heap = {
+            "vendors": len(vendors.vendors),
+            "live_bytes": sum(v.live_bytes for v in vendors.vendors.values()),
+            "tail_bytes": sum(v.tail_bytes for v in vendors.vendors.values()),
+            "history_cache": len(memory.cache),
+            "history_pending": memory.pending,
+            "early_checkpoints": vendors.early_checkpoints,
+        }
+        try:
+            storage_stats.write(stats_path, storage_stats.snapshot(store.databases(), heap))
+        except (
+            Exception
+        ) as exc:  # a partition closed by a rebalance, a full disk: figures, not a reason to stop
+            log.debug("storage.json not written: %r", exc)
+
     async def emit_snapshots() -> None:
         await loop.emit_snapshots(send)
 
@@ -171,6 +209,7 @@ def create_app(
     faust_app.task(start_diagnostics)
     faust_app.timer(max(settings.snapshot_interval_ms, 10) / 1000)(emit_snapshots)
     faust_app.timer(STALL_CHECK_S)(watchdogs.watch_input)
+    faust_app.timer(STORAGE_STATS_S)(write_storage_stats)
     faust_app.timer(RECOVERY_CHECK_S)(watchdogs.watch_recovery)
     faust_app.on_partitions_revoked.connect(on_revoked)
     faust_app.on_rebalance_complete.connect(on_recovered)
