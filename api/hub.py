@@ -20,6 +20,7 @@ from api.protocol import Out, frame
 from api.telemetry import Telemetry
 
 ZeroSnapshot = Callable[[str], dict[str, Any]]
+REFRESH_SLICES = 30  # the periodic refresh is spread over this many ticks (at most one per second)
 
 
 class Hub:
@@ -144,14 +145,27 @@ class Hub:
 
     def refresh_all(self) -> None:
         """`analytics_update` to every connection, serialized once per vendor."""
+        self.refresh_slice(0, 1)
+
+    def refresh_slice(self, index: int, slices: int) -> None:
+        """`analytics_update` to the connections whose id is `index` modulo `slices`."""
         for vendor, conns in list(self.connections.items()):
-            snap = self.snapshot_of(vendor)
-            out = snap.full()
-            for conn in list(conns):
-                conn.full(snap, out)
+            due = [conn for conn in conns if conn.id % slices == index] if slices > 1 else list(conns)
+            if due:
+                snap = self.snapshot_of(vendor)
+                out = snap.full()
+                for conn in due:
+                    conn.full(snap, out)
 
     async def run_refresher(self, period: float) -> None:
+        """Every connection gets its full refresh every `period`, one slice of the connections per
+        tick (30 slices, one a second, at the default 30 s): writing all of them at once blocked the
+        event loop, and with it every update, for the time of one write per connection (~0.3 s at
+        10,000 connections on the bench machine)."""
+        slices = max(1, min(REFRESH_SLICES, int(period)))
+        index = 0
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(period / slices)
             if self.caught_up:
-                self.refresh_all()
+                self.refresh_slice(index, slices)
+            index = (index + 1) % slices
