@@ -42,7 +42,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
     one attribute the fan-out reads per write, kept up to date where uvicorn changes what it sums up
     (`writable`, `close_sent`, `disconnected`)."""
 
-    on_writable: Callable[[], None] = _nothing
+    on_writable: Callable[[], None] = staticmethod(_nothing)  # not bound: called without self
     takes_data = True
     _paused = False
     _close_sent = False
