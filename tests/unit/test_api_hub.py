@@ -11,7 +11,7 @@ from websockets.frames import Frame, Opcode
 
 from api.connection import Connection, State
 from api.frames import OutFrame, VendorSnapshot, text_frame
-from api.hub import Hub
+from api.hub import REFRESH_SLICES, Hub
 from api.protocol import Close, Out
 from api.telemetry import Telemetry
 from api.uvicorn_ws import HubWebSocketProtocol
@@ -158,16 +158,20 @@ def test_a_frame_header_is_what_websockets_writes_for_every_length_class() -> No
 async def test_the_periodic_refresh_reaches_every_connection_once_per_period_one_slice_per_tick() -> None:
     hub = Hub(Telemetry(), snapshot)
     hub.caught_up = True
-    sinks = [connect(hub, f"v{n % 3}")[1] for n in range(10)]
-    for sink in sinks:
+    pairs = [connect(hub, f"v{n % 3}") for n in range(2 * REFRESH_SLICES + 5)]
+    for _, sink in pairs:
         sink.frames.clear()  # the analytics_update on connect
-    slices = 4
     per_tick = []
-    for index in range(slices):
-        hub.refresh_slice(index, slices)
-        per_tick.append(sum(len(sink.frames) for sink in sinks))
-    assert [sink.kinds() for sink in sinks] == [["analytics_update"]] * 10  # each once
-    assert per_tick == [3, 6, 8, 10]  # a quarter (ids 1..10 modulo 4) at a time, not all at once
+    for index in range(REFRESH_SLICES):
+        before = sum(len(sink.frames) for _, sink in pairs)
+        hub.refresh_slice(index)
+        per_tick.append(sum(len(sink.frames) for _, sink in pairs) - before)
+    assert [sink.kinds() for _, sink in pairs] == [["analytics_update"]] * len(pairs)  # each once
+    assert max(per_tick) <= 3  # a thirtieth of them at a time, not all at once
+    pairs[0][0].detach()
+    hub.remove(pairs[0][0])
+    hub.refresh_slice(pairs[0][0].id % REFRESH_SLICES)  # a connection gone is no longer refreshed
+    assert pairs[0][1].kinds() == ["analytics_update"]
 
 
 async def test_the_transports_flow_control_and_close_show_in_one_flag() -> None:
