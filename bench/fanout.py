@@ -1,6 +1,6 @@
 """WebSocket fan-out from Kafka to N dashboards: `python -m bench.fanout [--clients 1000,5000,10000]
 [--rate 1000] [--per-vendor 10] [--seconds 10] [--connect-concurrency 10] [--mode full,delta]
-[--traffic simulator|sample]`.
+[--traffic simulator|sample] [--server app,bare]`.
 
 Per case: fresh prefixed topics on the broker of `KAFKA_BOOTSTRAP_SERVERS` (default: the local broker
 of `vendorpulse kafka start`), one API server in a subprocess (the production uvicorn configuration),
@@ -18,8 +18,9 @@ on the same traffic (the stamp, `benchSentAt`, adds ~35 bytes to every patch). M
 CPU (from /proc) and its memory per connection. The server's CPU per frame is given in total and as
 the marginal cost over its idle CPU (clients connected, nothing produced: heartbeats, Kafka polling),
 which stays comparable when other load on the machine starves the producer and fewer frames are
-delivered. Warm-up first; prints a table and writes
-bench/results/fanout.json. `BENCH_SERVER_COMMAND` replaces `python -m bench.fanout --serve` (the port
+delivered. `--server bare` runs `serve_bare` instead of the API: the same stack without the product,
+measured by the same clients. Warm-up first; prints a table and writes bench/results/fanout.json.
+`BENCH_PROFILE=<file>` samples the server with py-spy during the measured phase. `BENCH_SERVER_COMMAND` replaces `python -m bench.fanout --serve` (the port
 is appended), e.g. to run the server under a profiler.
 """
 
