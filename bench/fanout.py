@@ -20,8 +20,9 @@ the marginal cost over its idle CPU (clients connected, nothing produced: heartb
 which stays comparable when other load on the machine starves the producer and fewer frames are
 delivered. `--server bare` runs `serve_bare` instead of the API: the same stack without the product,
 measured by the same clients. Warm-up first; prints a table and writes bench/results/fanout.json.
-`BENCH_PROFILE=<file>` samples the server with py-spy during the measured phase. `BENCH_SERVER_COMMAND` replaces `python -m bench.fanout --serve` (the port
-is appended), e.g. to run the server under a profiler.
+`BENCH_PROFILE=<file>` samples the server with py-spy during the measured phase.
+`BENCH_SERVER_COMMAND` replaces `python -m bench.fanout --serve` (the port is appended), e.g. to run
+another checkout's server against the same clients.
 """
 
 from __future__ import annotations
