@@ -111,21 +111,31 @@ class Connection:
     # --- offers
 
     def control(self, kind: Out, text: str) -> None:
+        self.control_json(kind, text.encode())
+
+    def control_json(self, kind: Out, payload: bytes) -> None:
         if self.state is State.OPEN:
-            self._control.append(_Pending(OutFrame.of_text(kind, text), time.monotonic()))
+            self._control.append(_Pending(OutFrame(kind, payload), time.monotonic()))
             self._pump()
 
     def update(self, snapshot: VendorSnapshot) -> bool:
         """Offer a newer version as `metrics_update`; True when it was written at once."""
         slot = self._slot
-        newest = slot.snapshot.version if slot is not None else self.last_version
-        if self.state is not State.OPEN or snapshot.version <= newest:
-            self._telemetry.dropped(Out.METRICS_UPDATE)
+        if slot is None:
+            if self.state is State.OPEN and snapshot.version > self.last_version:
+                if not self._control and self.sink.writable():  # the fan-out's path: write it now
+                    shown, self._shown, self.last_version = self._shown, snapshot, snapshot.version
+                    if self.delta and shown is not None and shown is snapshot.previous:
+                        self.sink.write(snapshot.delta())
+                    else:
+                        self.sink.write(snapshot.update())
+                    return True
+                self._queue_snapshot(_Slot(Out.METRICS_UPDATE, snapshot, None, time.monotonic()))
+                return False
+        elif self.state is State.OPEN and snapshot.version > slot.snapshot.version:
+            self._queue_snapshot(_Slot(Out.METRICS_UPDATE, snapshot, None, time.monotonic()))
             return False
-        if slot is None and not self._control and self.sink.writable():
-            self.sink.write(self._render(snapshot))
-            return True
-        self._queue_snapshot(_Slot(Out.METRICS_UPDATE, snapshot, None, time.monotonic()))
+        self._telemetry.dropped(Out.METRICS_UPDATE)
         return False
 
     def full(self, snapshot: VendorSnapshot, frame: OutFrame | None = None) -> None:

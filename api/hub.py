@@ -20,6 +20,7 @@ from api.protocol import Out, frame
 from api.telemetry import Telemetry
 
 ZeroSnapshot = Callable[[str], dict[str, Any]]
+REFRESH_SLICES = 30  # the periodic refresh is spread over this many ticks per period
 
 
 class Hub:
@@ -31,6 +32,7 @@ class Hub:
         self.snapshots: dict[str, VendorSnapshot] = {}
         self.connections: dict[str, set[Connection]] = {}
         self._total = 0
+        self._slices: list[set[Connection]] = [set() for _ in range(REFRESH_SLICES)]  # periodic refresh
         self.caught_up = False
 
     # --- connections
@@ -39,6 +41,7 @@ class Hub:
         conns = self.connections.setdefault(conn.vendor_id, set())
         if conn not in conns:
             conns.add(conn)
+            self._slices[conn.id % REFRESH_SLICES].add(conn)
             self._total += 1
             self._count(conn.vendor_id)
         if self.caught_up:
@@ -48,6 +51,7 @@ class Hub:
         conns = self.connections.get(conn.vendor_id)
         if conns is not None and conn in conns:
             conns.discard(conn)
+            self._slices[conn.id % REFRESH_SLICES].discard(conn)
             self._total -= 1
             if not conns:
                 del self.connections[conn.vendor_id]
@@ -150,8 +154,25 @@ class Hub:
             for conn in list(conns):
                 conn.full(snap, out)
 
+    def refresh_slice(self, index: int) -> None:
+        """`analytics_update` to the connections of one slice (the connection's id modulo
+        REFRESH_SLICES), serialized once per vendor among them."""
+        frames: dict[str, tuple[VendorSnapshot, OutFrame]] = {}
+        for conn in list(self._slices[index]):
+            shared = frames.get(conn.vendor_id)
+            if shared is None:
+                snap = self.snapshot_of(conn.vendor_id)
+                shared = frames[conn.vendor_id] = (snap, snap.full())
+            conn.full(*shared)
+
     async def run_refresher(self, period: float) -> None:
+        """Every connection gets its full refresh every `period`, one slice of the connections per
+        tick (a thirtieth of them every second at the default 30 s): writing all of them at once
+        blocked the event loop, and with it every update, for the time of one write per connection
+        (~0.3 s at 10,000 connections on the bench machine)."""
+        index = 0
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(period / REFRESH_SLICES)
             if self.caught_up:
-                self.refresh_all()
+                self.refresh_slice(index)
+            index = (index + 1) % REFRESH_SLICES

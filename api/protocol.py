@@ -76,7 +76,12 @@ def iso(moment: datetime) -> str:
 
 def frame(kind: Out, data: Any, timestamp: str | None = None) -> str:
     """One envelope as JSON text."""
-    return orjson.dumps({"type": kind.value, "data": data, "timestamp": timestamp or iso_now()}).decode()
+    return frame_json(kind, data, timestamp).decode()
+
+
+def frame_json(kind: Out, data: Any, timestamp: str | None = None) -> bytes:
+    """One envelope as UTF-8 JSON (what goes on the wire)."""
+    return orjson.dumps({"type": kind.value, "data": data, "timestamp": timestamp or iso_now()})
 
 
 def error(code: str, message: str) -> str:

@@ -3,8 +3,10 @@
 uvloop + httptools, uvicorn's sans-I/O websockets implementation with its transport handed to the hub
 (`api.uvicorn_ws`: one update is framed once and the same bytes are written to every socket),
 permessage-deflate off (MEASURED.md: it triples the CPU per frame; frames written beside websockets'
-protocol must not need an extension), WebSocket-level pings on next to the application heartbeat, and a
-deadline and size cap on request heads that uvicorn lacks (`api.handshake`). No `limit_concurrency`:
+protocol must not need an extension), no WebSocket-level pings (the application heartbeat of contract §6
+already pings every connection and closes it with 4008 after missed pongs; uvicorn's own ping every 20 s
+doubled that per-connection work: a timer, a frame and a pong to parse), and a deadline and size cap on
+request heads that uvicorn lacks (`api.handshake`). No `limit_concurrency`:
 half-open sockets count towards it, so a flood of them would make uvicorn answer 503 to good clients.
 """
 
@@ -50,8 +52,8 @@ def config(
         ws=HubWebSocketProtocol,
         ws_per_message_deflate=False,
         ws_max_size=settings.ws_max_size,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
+        ws_ping_interval=None,
+        ws_ping_timeout=None,
         proxy_headers=False,
         timeout_graceful_shutdown=5,
         log_level=log_level,

@@ -1,10 +1,12 @@
 """One WebSocket connection from handshake to close (contract §6).
 
 States: the handshake (Origin check, refused with HTTP 403 before accepting), authentication (accept,
-then close 4001/4003/4000/4029 before any data), then two tasks until one ends the connection:
-- the reader: size and rate limits, protocol messages, `refresh_token`;
-- the watchdog: application ping every `heartbeat_seconds` with its round-trip time, close 4008 after
-  `missed_pongs` unanswered pings, `error` + close 4001 when the token expires without a refresh.
+then close 4001/4003/4000/4029 before any data), then until the connection ends:
+- the reader (a task): size and rate limits, protocol messages, `refresh_token`;
+- the watchdog (a timer on the event loop, not a task: one callback per ping, no coroutine, future or
+  task step per connection): application ping every `heartbeat_seconds` with its round-trip time,
+  close 4008 after `missed_pongs` unanswered pings, `error` + close 4001 when the token expires
+  without a refresh.
 Frames go out through the connection (`api.connection`) without a task of their own: under the server
 `api.server` configures, straight to the socket's transport (`api.uvicorn_ws`), else through ASGI `send`
 (`api.sinks`). The close frame goes through ASGI once the connection's control frames are written.
@@ -28,7 +30,7 @@ from api.connection import Connection, Sink, State
 from api.exceptions import BadMessageError, InvalidTokenError
 from api.hub import Hub
 from api.kafka import Feed
-from api.protocol import Close, In, Inbound, Out, error, frame, iso_now, parse
+from api.protocol import Close, In, Inbound, Out, error, frame, frame_json, iso_now, parse
 from api.resume import Cursor, Replayer, resume
 from api.settings import ApiSettings
 from api.sinks import AsgiSink
@@ -146,6 +148,8 @@ class Session:
         self.tokens = float(self.settings.message_burst)
         self.refilled = time.monotonic()
         self.strikes = 0
+        self.next_ping = 0.0  # monotonic time of the next heartbeat ping
+        self._timer: asyncio.TimerHandle | None = None
 
     # --- reader
 
@@ -242,33 +246,45 @@ class Session:
 
     # --- watchdog
 
-    async def watch(self) -> None:
-        period = self.settings.heartbeat_seconds
-        next_ping = time.monotonic() + period
-        while True:
-            now = time.monotonic()
-            until_expiry = self.expires_at - time.time()
-            await asyncio.sleep(max(0.0, min(next_ping - now, until_expiry)))
-            if self.expires_at <= time.time():
-                self.conn.close(
-                    Close.UNAUTHORIZED,
-                    "token expired",
-                    error("token_expired", "token expired; reconnect with a new token"),
-                )
-                break
-            if time.monotonic() >= next_ping:
-                if len(self.pings) >= self.settings.missed_pongs:
-                    self.conn.close(Close.HEARTBEAT_TIMEOUT, "missed pongs")
-                    break
-                self._ping()
-                next_ping += period
+    def watch(self) -> None:
+        """Start the heartbeat: `_beat` runs at the next ping or at the token's expiry, whichever is first."""
+        self.next_ping = time.monotonic() + self.settings.heartbeat_seconds
+        self._schedule()
+
+    def unwatch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _schedule(self) -> None:
+        delay = min(self.next_ping - time.monotonic(), self.expires_at - time.time())
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._beat)
+
+    def _beat(self) -> None:
+        self._timer = None
+        if self.conn.state is not State.OPEN:
+            return
+        if self.expires_at <= time.time():
+            self.conn.close(
+                Close.UNAUTHORIZED,
+                "token expired",
+                error("token_expired", "token expired; reconnect with a new token"),
+            )
+            return
+        if time.monotonic() >= self.next_ping:
+            if len(self.pings) >= self.settings.missed_pongs:
+                self.conn.close(Close.HEARTBEAT_TIMEOUT, "missed pongs")
+                return
+            self._ping()
+            self.next_ping += self.settings.heartbeat_seconds
+        self._schedule()
 
     def _ping(self) -> None:
         ping_id = self.next_ping_id
         self.next_ping_id += 1
         self.pings[ping_id] = time.monotonic()
         data = {"id": ping_id, "rttMs": self.rtt_ms}
-        self.conn.control(Out.PING, frame(Out.PING, data))
+        self.conn.control_json(Out.PING, frame_json(Out.PING, data))
 
 
 def _sink(ws: WebSocket) -> Sink:
@@ -307,7 +323,7 @@ async def _run(
         conn.hold(settings.resume_max_records)
     services.hub.add(conn)
     reader = asyncio.create_task(session.read(), name=f"ws-reader-{conn.id}")
-    watchdog = asyncio.create_task(session.watch(), name=f"ws-watchdog-{conn.id}")
+    session.watch()
     resumer = None
     if after is not None:
         resumer = asyncio.create_task(
@@ -326,9 +342,10 @@ async def _run(
     except (WebSocketDisconnect, OSError):  # the client went away (uvicorn's ClientDisconnected)
         pass
     finally:
+        session.unwatch()
         conn.detach()
         services.hub.remove(conn)
-        await cancel_and_wait(reader, watchdog, resumer)
+        await cancel_and_wait(reader, resumer)
 
 
 def _live_cursor(feed: Feed | None, vendor: str) -> str | None:

@@ -13,8 +13,9 @@ What this relies on in uvicorn 0.3x-0.5x `websockets_sansio_impl.WebSocketsSansI
 an upgrade; `tests/integration/test_api_live.py` fails if it breaks):
 - `handle_connect` builds `self.scope` and creates the ASGI task without running it, so an entry added to
   `scope["extensions"]` right after it is visible to the application;
-- `writable` (an `asyncio.Event`) is cleared by `pause_writing` and set by `resume_writing`;
-  `close_sent` and `disconnected` say the socket takes no more data frames;
+- `pause_writing` and `resume_writing` are where the transport's flow control shows; `close_sent` and
+  `disconnected` are plain attributes (this subclass makes them properties that keep `takes_data`
+  current) that say the socket takes no more data frames;
 - websockets' `ServerProtocol` keeps no per-frame state when sending data frames (no extension is
   negotiated: `ws_per_message_deflate=False` in `api.server`), so frames written beside it leave it
   consistent; the close still goes through ASGI (`websocket.close`), hence through it.
@@ -37,9 +38,41 @@ def _nothing() -> None:
 
 
 class HubWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's protocol, plus its own instance in the scope and a `resume_writing` hook."""
+    """uvicorn's protocol, plus its own instance in the scope, a `resume_writing` hook and `takes_data`:
+    one attribute the fan-out reads per write, kept up to date where uvicorn changes what it sums up
+    (`writable`, `close_sent`, `disconnected`)."""
 
-    on_writable: Callable[[], None] = _nothing
+    on_writable: Callable[[], None] = staticmethod(_nothing)  # not bound: called without self
+    takes_data = True
+    _paused = False
+    _close_sent = False
+    _disconnected = False
+
+    @property
+    def close_sent(self) -> bool:
+        return self._close_sent
+
+    @close_sent.setter
+    def close_sent(self, value: bool) -> None:
+        self._close_sent = value
+        self._update_takes_data()
+
+    @property
+    def disconnected(self) -> bool:
+        return self._disconnected
+
+    @disconnected.setter
+    def disconnected(self, value: bool) -> None:
+        self._disconnected = value
+        self._update_takes_data()
+
+    def _update_takes_data(self) -> None:
+        self.takes_data = not (self._paused or self._close_sent or self._disconnected)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._paused = True
+        self._update_takes_data()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -49,6 +82,8 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
+        self._paused = False
+        self._update_takes_data()
         self.on_writable()
 
 
@@ -57,7 +92,6 @@ class TransportSink:
 
     def __init__(self, protocol: HubWebSocketProtocol) -> None:
         self._protocol = protocol
-        self._writable = protocol.writable
         self._transport = protocol.transport
 
     @property
@@ -69,8 +103,7 @@ class TransportSink:
         self._protocol.on_writable = callback
 
     def writable(self) -> bool:
-        protocol = self._protocol
-        return self._writable.is_set() and not protocol.close_sent and not protocol.disconnected
+        return self._protocol.takes_data
 
     def write(self, frame: OutFrame) -> None:
         self._transport.write(frame.wire)

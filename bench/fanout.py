@@ -1,6 +1,6 @@
 """WebSocket fan-out from Kafka to N dashboards: `python -m bench.fanout [--clients 1000,5000,10000]
 [--rate 1000] [--per-vendor 10] [--seconds 10] [--connect-concurrency 10] [--mode full,delta]
-[--traffic simulator|sample]`.
+[--traffic simulator|sample] [--server app,bare]`.
 
 Per case: fresh prefixed topics on the broker of `KAFKA_BOOTSTRAP_SERVERS` (default: the local broker
 of `vendorpulse kafka start`), one API server in a subprocess (the production uvicorn configuration),
@@ -18,9 +18,11 @@ on the same traffic (the stamp, `benchSentAt`, adds ~35 bytes to every patch). M
 CPU (from /proc) and its memory per connection. The server's CPU per frame is given in total and as
 the marginal cost over its idle CPU (clients connected, nothing produced: heartbeats, Kafka polling),
 which stays comparable when other load on the machine starves the producer and fewer frames are
-delivered. Warm-up first; prints a table and writes
-bench/results/fanout.json. `BENCH_SERVER_COMMAND` replaces `python -m bench.fanout --serve` (the port
-is appended), e.g. to run the server under a profiler.
+delivered. `--server bare` runs `serve_bare` instead of the API: the same stack without the product,
+measured by the same clients. Warm-up first; prints a table and writes bench/results/fanout.json.
+`BENCH_PROFILE=<file>` samples the server with py-spy during the measured phase.
+`BENCH_SERVER_COMMAND` replaces `python -m bench.fanout --serve` (the port is appended), e.g. to run
+another checkout's server against the same clients.
 """
 
 from __future__ import annotations
@@ -85,6 +87,87 @@ def serve(port: int) -> None:
     server.run()
 
 
+def serve_bare(port: int) -> None:
+    """A bare baseline server (a subprocess): uvicorn with the same options (uvloop, httptools,
+    websockets-sansio, no permessage-deflate) and a raw ASGI app with no framework, authentication,
+    heartbeat, refresh, conflation or telemetry. It accepts any client, sends one `analytics_update`,
+    and writes every record of `vendor-metrics` (one aiokafka consumer without a group, as the API's
+    feed) in a `metrics_update` envelope to the vendor's sockets with a sequential `await send(...)`
+    per socket: what any app on this stack pays per frame, measured by the same clients in the same
+    minutes as the real one."""
+    from urllib.parse import parse_qs
+
+    import uvicorn
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    raise_fd_limit()
+    topic = Topics.for_prefix(os.environ.get("VENDORPULSE_TOPIC_PREFIX", "")).metrics
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", KafkaSettings().bootstrap)
+    sends: dict[str, list[Any]] = {}
+    state = {"ready": False}
+
+    async def feed() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]])
+            state["ready"] = True
+            while True:
+                for records in (await consumer.getmany(timeout_ms=200, max_records=5000)).values():
+                    for record in records:
+                        vendor = (record.key or b"").decode()
+                        if record.value is None or vendor not in sends:
+                            continue
+                        text = b'{"type":"metrics_update","data":%s,"timestamp":"x"}' % record.value
+                        message = {"type": "websocket.send", "text": text.decode()}
+                        for send in list(sends[vendor]):
+                            try:
+                                await send(message)
+                            except Exception:  # the client went away
+                                continue
+        finally:
+            await consumer.stop()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            tasks = []
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    tasks.append(asyncio.create_task(feed()))
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    for task in tasks:
+                        task.cancel()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] == "http":
+            status = 200 if state["ready"] else 503
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        vendor = parse_qs(scope["query_string"].decode()).get("vendor_id", [""])[0]
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": '{"type":"analytics_update","data":{}}'})
+        sends.setdefault(vendor, []).append(send)
+        try:
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
+        finally:
+            sends[vendor].remove(send)
+
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", ws="websockets-sansio",
+                ws_per_message_deflate=False, log_level="warning")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Case:
     mode: str  # "full" (metrics_update) or "delta" (updates=delta: metrics_delta)
@@ -93,6 +176,7 @@ class Case:
     rate: int  # snapshots produced per second
     seconds: float  # measured
     connect_concurrency: int  # clients connecting at once (set-up time, not a thundering herd)
+    server: str = "app"  # "app" (the API) or "bare" (`serve_bare`: the stack without the product)
 
 
 @dataclass
@@ -165,8 +249,27 @@ class Client(asyncio.Protocol):
 
 
 def proc_cpu_seconds(pid: int) -> float:
+    user, system = proc_cpu_split(pid)
+    return user + system
+
+
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """The process's CPU seconds in user space (Python, C extensions) and in the kernel (system calls,
+    the loopback TCP path they drive)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def proc_switches(pid: int) -> int:
+    """Voluntary context switches of all the process's threads: how often it went to sleep waiting
+    for something (for the event loop: a wake-up)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
 
 
 def proc_wait_seconds(pid: int) -> float:
@@ -318,7 +421,10 @@ def run_case(bootstrap: str, case: Case, traffic: str) -> dict[str, Any]:
         "VENDORPULSE_ENV": os.environ.get("VENDORPULSE_ENV", "dev"),
         "VENDORPULSE_MAX_CONNECTIONS_PER_TOKEN": str(case.clients),
     }
-    command = os.environ.get("BENCH_SERVER_COMMAND", f"{sys.executable} -m bench.fanout --serve").split()
+    serve_option = "--serve-bare" if case.server == "bare" else "--serve"
+    command = os.environ.get(
+        "BENCH_SERVER_COMMAND", f"{sys.executable} -m bench.fanout {serve_option}"
+    ).split()
     server = subprocess.Popen([*command, str(port)], env=env)
     try:
         return uvloop.run(drive(server.pid, port, bootstrap, topics, env["VENDORPULSE_ENV"], case, traffic))
@@ -378,25 +484,33 @@ async def drive(
         idle_rate = (proc_cpu_seconds(pid) - idle0) / (time.monotonic() - idle_t0)
         load_before = os.getloadavg()[0]
         stats.recording = True
-        cpu0, wait0, own0, t0 = (
-            proc_cpu_seconds(pid),
+        profiler = profile(pid, seconds)
+        (user0, sys0), wait0, own0, switches0, t0 = (
+            proc_cpu_split(pid),
             proc_wait_seconds(pid),
             time.process_time(),
+            proc_switches(pid),
             time.monotonic(),
         )
+        cpu0 = user0 + sys0
         produced = await produce(producer, topics.metrics, versions, rate, seconds, traffic)
         await producer.flush()
         await asyncio.sleep(0.5)  # let the last frames arrive
         elapsed = time.monotonic() - t0
-        cpu = proc_cpu_seconds(pid) - cpu0
+        user1, sys1 = proc_cpu_split(pid)
+        cpu, user, system = user1 + sys1 - cpu0, user1 - user0, sys1 - sys0
         wait = proc_wait_seconds(pid) - wait0
         own = time.process_time() - own0
+        switches = proc_switches(pid) - switches0
         stats.recording = False
+        if profiler is not None:
+            await asyncio.to_thread(profiler.wait)
     finally:
         for client in conns:
             client.close()
         await producer.stop()
     return {
+        "server": case.server,
         "mode": case.mode,
         "traffic": traffic_kind,
         "clients": clients,
@@ -419,6 +533,9 @@ async def drive(
         "server_cpu_percent": round(100 * cpu / elapsed, 1),
         "server_cpu_us_per_frame": round(1e6 * cpu / max(1, stats.frames), 1),
         "server_idle_cpu_percent": round(100 * idle_rate, 1),
+        "server_user_us_per_frame": round(1e6 * user / max(1, stats.frames), 1),
+        "server_system_us_per_frame": round(1e6 * system / max(1, stats.frames), 1),
+        "server_wakeups_per_s": round(switches / elapsed),
         "server_cpu_us_per_frame_marginal": round(
             1e6 * max(0.0, cpu - idle_rate * elapsed) / max(1, stats.frames), 1
         ),
@@ -428,6 +545,19 @@ async def drive(
         "server_kb_per_connection": round((rss_after - rss_before) / clients, 1),
         "client_cpu_percent": round(100 * own / elapsed, 1),
     }
+
+
+def profile(pid: int, seconds: float) -> subprocess.Popen[bytes] | None:
+    """`BENCH_PROFILE=<file>`: py-spy samples the server during the measured phase only (collapsed
+    stacks, one line per stack, for `flamegraph.pl` or a grep); extra py-spy options in
+    `BENCH_PROFILE_OPTIONS` (default `--nonblocking`)."""
+    out = os.environ.get("BENCH_PROFILE")
+    if not out:
+        return None
+    options = os.environ.get("BENCH_PROFILE_OPTIONS", "--nonblocking").split()
+    pyspy = Path(sys.executable).with_name("py-spy")
+    command = [str(pyspy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "250", "-f", "raw"]
+    return subprocess.Popen([*command, *options, "-o", out], stdout=subprocess.DEVNULL)
 
 
 class SocketSink:
@@ -583,10 +713,16 @@ def main() -> None:
                         help="consecutive snapshots of simulated vendors, or one fixed sample")  # fmt: skip
     parser.add_argument("--inprocess", action="store_true",
                         help="only the fan-out path in this process, timed in CPU time: full against delta")  # fmt: skip
+    parser.add_argument("--server", default="app",
+                        help="comma-separated: app (the API), bare (uvicorn + websockets + aiokafka, nothing else)")  # fmt: skip
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
+        return
+    if args.serve_bare:
+        serve_bare(args.serve_bare)
         return
     raise_fd_limit()
     if args.inprocess:
@@ -607,13 +743,22 @@ def main() -> None:
     modes = [m.strip() for m in args.mode.split(",")]
     if not set(modes) <= {"full", "delta"}:
         parser.error("--mode takes full, delta or both")
+    servers = [s.strip() for s in args.server.split(",")]
+    if not set(servers) <= {"app", "bare"}:
+        parser.error("--server takes app, bare or both")
     for clients in (int(c) for c in args.clients.split(",")):
-        for mode in modes:
-            console.print(f"{clients} clients, {mode} updates, {args.rate} snapshots/s ...")
-            case = Case(mode, clients, args.per_vendor, args.rate, args.seconds, args.connect_concurrency)
-            results.append(run_case(bootstrap, case, args.traffic))
+        for server in servers:
+            for mode in modes if server == "app" else ["full"]:
+                console.print(
+                    f"{clients} clients, {server} server, {mode} updates, {args.rate} snapshots/s ..."
+                )
+                case = Case(
+                    mode, clients, args.per_vendor, args.rate, args.seconds, args.connect_concurrency, server
+                )
+                results.append(run_case(bootstrap, case, args.traffic))
     table = Table(title=f"fan-out: produce -> client; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
     for column in (
+        "server",
         "mode",
         "clients",
         "vendors",
@@ -626,7 +771,9 @@ def main() -> None:
         "server CPU %",
         "waiting for CPU %",
         "µs CPU/frame",
+        "user/sys µs",
         "marginal µs/frame",
+        "wake-ups/s",
         "KB/conn",
         "client CPU %",
     ):
@@ -634,6 +781,7 @@ def main() -> None:
     for r in results:
         lat, setup = r["latency_ms"], r["setup_ms"]
         table.add_row(
+            r["server"],
             r["mode"],
             f"{r['clients']:,}",
             str(r["vendors"]),
@@ -646,7 +794,9 @@ def main() -> None:
             str(r["server_cpu_percent"]),
             str(r["server_cpu_wait_percent"]),
             str(r["server_cpu_us_per_frame"]),
+            f"{r['server_user_us_per_frame']} / {r['server_system_us_per_frame']}",
             str(r["server_cpu_us_per_frame_marginal"]),
+            f"{r['server_wakeups_per_s']:,}",
             str(r["server_kb_per_connection"]),
             str(r["client_cpu_percent"]),
         )

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
+import uvicorn
+from uvicorn.server import ServerState
+from websockets.frames import Frame, Opcode
+
 from api.connection import Connection, State
-from api.frames import VendorSnapshot
-from api.hub import Hub
+from api.frames import OutFrame, VendorSnapshot, text_frame
+from api.hub import REFRESH_SLICES, Hub
 from api.protocol import Close, Out
 from api.telemetry import Telemetry
+from api.uvicorn_ws import HubWebSocketProtocol
 from tests.fakes import RecordingSink, snapshot
 
 
@@ -141,3 +146,46 @@ async def test_no_pushes_while_rebuilding_then_one_full_update() -> None:
     hub.mark_caught_up()
     assert [(f["type"], f["data"]["version"]) for f in sink.frames] == [("analytics_update", 3)]
     conn.detach()
+
+
+def test_a_frame_header_is_what_websockets_writes_for_every_length_class() -> None:
+    for size in (0, 1, 125, 126, 127, 65535, 65536, 70000):
+        payload = b"x" * size
+        expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=())
+        assert text_frame(payload) == expected == OutFrame(Out.METRICS_UPDATE, payload).wire
+
+
+async def test_the_periodic_refresh_reaches_every_connection_once_per_period_one_slice_per_tick() -> None:
+    hub = Hub(Telemetry(), snapshot)
+    hub.caught_up = True
+    pairs = [connect(hub, f"v{n % 3}") for n in range(2 * REFRESH_SLICES + 5)]
+    for _, sink in pairs:
+        sink.frames.clear()  # the analytics_update on connect
+    per_tick = []
+    for index in range(REFRESH_SLICES):
+        before = sum(len(sink.frames) for _, sink in pairs)
+        hub.refresh_slice(index)
+        per_tick.append(sum(len(sink.frames) for _, sink in pairs) - before)
+    assert [sink.kinds() for _, sink in pairs] == [["analytics_update"]] * len(pairs)  # each once
+    assert max(per_tick) <= 3  # a thirtieth of them at a time, not all at once
+    pairs[0][0].detach()
+    hub.remove(pairs[0][0])
+    hub.refresh_slice(pairs[0][0].id % REFRESH_SLICES)  # a connection gone is no longer refreshed
+    assert pairs[0][1].kinds() == ["analytics_update"]
+
+
+async def test_the_transports_flow_control_and_close_show_in_one_flag() -> None:
+    config = uvicorn.Config(app=lambda *_: None, ws=HubWebSocketProtocol, ws_per_message_deflate=False)
+    config.load()
+    protocol = HubWebSocketProtocol(config, ServerState(), {})
+    assert protocol.takes_data
+    protocol.pause_writing()
+    assert not protocol.takes_data
+    protocol.resume_writing()
+    assert protocol.takes_data
+    protocol.close_sent = True
+    assert not protocol.takes_data
+    assert protocol.close_sent
+    protocol.close_sent = False
+    protocol.disconnected = True
+    assert not protocol.takes_data
