@@ -202,13 +202,12 @@ async def case(
 
     topics = Topics.for_prefix(f"lat{uuid.uuid4().hex[:8]}-")
     await ensure_topics(bootstrap, topics, 6)
-    events = sim(int(rate * (WARMUP_SECONDS + args.seconds)) + 10 * args.vendors, args.vendors, seed=5)
-    # Warm: the first events until every vendor has one (the worker has started, every vendor exists).
-    vendors: set[str] = set()
-    split = 0
-    while len(vendors) < args.vendors:
-        vendors.add(events[split][1].vendor_id)  # type: ignore[attr-defined]
-        split += 1
+    # Warm-up, not timed: the simulator's catalog and opening stock (every vendor's products), the
+    # events before its first order; it also waits for the worker to start.
+    catalog = 2 * 200 * args.vendors  # bench.processor.sim: 200 products per vendor, 2 events each
+    events = sim(catalog + int(rate * (WARMUP_SECONDS + args.seconds)), args.vendors, seed=5)
+    split = next(i for i, (kind, _) in enumerate(events) if kind == "orders")
+    vendors = {e.vendor_id for _, e in events[:split]}  # type: ignore[attr-defined]
     warm, body = events[:split], events[split:]
     port = free_port()
     name = f"case{rate}-{uuid.uuid4().hex[:4]}"
