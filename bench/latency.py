@@ -32,6 +32,7 @@ import asyncio
 import bisect
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -288,6 +289,7 @@ async def case(
     topic, _ = latencies(measured, topic_frames)
     topic.sort()
     window = done - since
+    counters = work / f"{name}-worker" / "counters.json"  # the worker's self-healing paths, if it counts them
     return {
         "rate_target": rate,
         "clients": args.clients,
@@ -309,6 +311,7 @@ async def case(
         "cpu_percent": {k: round(100 * v / elapsed, 1) for k, v in cpu.items()}
         | {"clients": round(100 * recorded["cpu_seconds"] / elapsed, 1)},
         "load_average": [round(load_before, 2), round(load_after, 2)],
+        "worker_counters": orjson.loads(counters.read_bytes()) if counters.exists() else None,
     }
 
 
@@ -365,6 +368,7 @@ def main() -> None:
         results = asyncio.run(bench(bootstrap, args, work, console))
     finally:
         cluster.stop(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
     about = machine(load_at_start)
     code = str(args.tree) if args.tree else "this checkout"
     head = subprocess.run(
@@ -376,7 +380,7 @@ def main() -> None:
         f"{about['cpu_count']} CPUs, load {load_at_start} at start"
     )
     for column in ("run", "target ev/s", "produced ev/s", "folded ev/s", "latency p50 / p99 / max ms",
-                   "of which on the topic p50 / p99 ms", "frames/s", "CPU % worker / API / clients", "load"):  # fmt: skip
+                   "of which on the topic p50 / p99 ms", "frames/s", "CPU % worker / API / clients", "load", "worker input resumes"):  # fmt: skip
         table.add_column(column, justify="right")
     for r in results:
         lat, topic, cpu = r["latency_ms"], r["snapshot_topic_latency_ms"], r["cpu_percent"]
@@ -390,6 +394,7 @@ def main() -> None:
             f"{r['frames_per_s']:,}",
             f"{cpu['worker']} / {cpu['api']} / {cpu['clients']}",
             f"{r['load_average'][0]:.1f}-{r['load_average'][1]:.1f}",
+            str((r["worker_counters"] or {}).get("input_resumes", "-")),
         )
     console.print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
