@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,7 @@ from typing import Any
 import orjson
 from rich.console import Console
 from rich.table import Table
+from websockets.protocol import State
 
 from bench import machine
 from bench.fanout import Client, Stats, raise_fd_limit
@@ -130,7 +132,12 @@ class VersionClient(Client):
             self.frames.append((time.time(), version, update))
             if version >= self.target and not self.reached.done():
                 self.reached.set_result(None)
-        super()._text(data)  # the first analytics_update (ready), pings
+        if self.ws.state is State.OPEN:  # not after the server's close frame
+            super()._text(data)  # the first analytics_update (ready), pings
+
+    def close_code(self) -> int | None:
+        """The code of the server's close frame, if it closed the connection."""
+        return self.ws.close_rcvd.code if self.ws.close_rcvd else None
 
 
 async def serve_clients(config: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +171,10 @@ async def serve_clients(config: dict[str, Any]) -> dict[str, Any]:
     cpu = time.process_time() - cpu0
     for _, client in clients:
         client.close()
-    return {"cpu_seconds": cpu, "clients": [{"vendor": v, "frames": c.frames} for v, c in clients]}
+    return {
+        "cpu_seconds": cpu,
+        "clients": [{"vendor": v, "frames": c.frames, "closed": c.close_code()} for v, c in clients],
+    }
 
 
 # -- one case ------------------------------------------------------------------------------------
@@ -338,6 +348,7 @@ async def case(
         "cpu_percent": {k: round(100 * v / elapsed, 1) for k, v in cpu.items()}
         | {"clients": round(100 * recorded["cpu_seconds"] / elapsed, 1)},
         "load_average": [round(load_before, 2), round(load_after, 2)],
+        "server_closes": dict(Counter(str(c["closed"]) for c in recorded["clients"] if c["closed"])),
         "worker_counters": orjson.loads(counters.read_bytes()) if counters.exists() else None,
     }
 
@@ -434,7 +445,8 @@ def main() -> None:
             console.print(
                 f"[red]{r['rate_target']:,} events/s: {r['pairs_missing']:,} of "
                 f"{r['pairs'] + r['pairs_missing']:,} (event, client) pairs never answered within "
-                f"{CATCH_UP_SECONDS:.0f} s of the last event: the latencies above leave them out[/]"
+                f"{CATCH_UP_SECONDS:.0f} s of the last event: the latencies above leave them out; "
+                f"connections the server closed, by code: {r['server_closes'] or 'none'}[/]"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
