@@ -397,6 +397,9 @@ def main() -> None:
             parser.error(f"{args.tree}/.venv/bin/vendorpulse is missing: run `make venv` there")
     console = Console(width=max(Console().width, 140))
     load_at_start = [round(x, 2) for x in os.getloadavg()]
+    head = subprocess.run(
+        ["git", "-C", str(args.tree or ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     from infra.kafka import LocalKafka, free_base_port
 
     work = Path(tempfile.mkdtemp(prefix="vp-latency-"))
@@ -409,9 +412,6 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     about = machine(load_at_start)
     code = str(args.tree) if args.tree else "this checkout"
-    head = subprocess.run(
-        ["git", "-C", str(args.tree or ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
     table = Table(
         title=f"produce -> WebSocket metrics_update, {args.clients:,} clients over {args.vendors} vendors, "
         f"{args.seconds:.0f} s after {WARMUP_SECONDS:.0f} s warm-up; worker and API of {code} ({head}); "
