@@ -93,6 +93,7 @@ bench: $(BENCH_STAMP) ## benchmarks: print tables, write bench/results/*.json (b
 	$(BIN)/python -m bench.peers
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.latency
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.scaling
 	$(BIN)/python -m bench.replay

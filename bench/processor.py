@@ -137,8 +137,9 @@ async def watch_versions(
 
 def start_worker(
     bootstrap: str, prefix: str, data: Path, name: str, profile: Path | None = None,
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None, tree: Path | None = None,
 ) -> subprocess.Popen[bytes]:  # fmt: skip
+    """`vendorpulse worker` of this checkout, or of the checkout at `tree` (its .venv)."""
     env = {
         **os.environ,
         **(extra_env or {}),
@@ -149,9 +150,10 @@ def start_worker(
     if profile:
         env["VENDORPULSE_PROFILE"] = str(profile)
     log = (data / f"{name}.log").open("wb")
+    command = [str(tree / ".venv" / "bin" / "vendorpulse")] if tree else [sys.executable, "-m", "infra"]
     return subprocess.Popen(
-        [sys.executable, "-m", "infra", "worker", "--loglevel", "warning"],
-        cwd=ROOT,
+        [*command, "worker", "--loglevel", "warning"],
+        cwd=tree or ROOT,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
