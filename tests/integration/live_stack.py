@@ -70,14 +70,16 @@ async def snapshot(port: int, token: str) -> dict[str, Any]:
 
 
 async def settled(
-    port: int, token: str, within: float = 60.0, worker: WorkerProcess | None = None
+    port: int, token: str, within: float = 60.0, worker: WorkerProcess | None = None, newer_than: int = 0
 ) -> dict[str, Any]:
-    """The snapshot once its version stayed the same for a second (the worker caught up)."""
+    """The snapshot once its version passed `newer_than` and stayed the same for a second (the worker
+    caught up). Give `newer_than` when events were just sent: on a loaded machine the worker may not
+    have folded any of them a second later."""
     deadline = time.monotonic() + within
     last: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         current = await snapshot(port, token)
-        if last is not None and current["version"] == last["version"] and current["version"] > 0:
+        if last is not None and current["version"] == last["version"] and current["version"] > newer_than:
             return current
         last = current
         await asyncio.sleep(1.0)
@@ -107,8 +109,8 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def settled(self) -> dict[str, Any]:
-        return await settled(self.port, self.token, worker=self.worker)
+    async def settled(self, newer_than: int = 0) -> dict[str, Any]:
+        return await settled(self.port, self.token, worker=self.worker, newer_than=newer_than)
 
     async def stop_api(self) -> None:
         await asyncio.to_thread(self.server.stop)

@@ -136,7 +136,7 @@ async def test_dashboard_shows_the_snapshot_and_survives_an_api_restart(
         await stack.start_api()
         await expect(badge).to_contain_text("connected · ", timeout=10_000)
         reconnected_after = time.monotonic() - stopped
-        later = await stack.settled()
+        later = await stack.settled(newer_than=expected["version"])  # the 30 orders folded
         assert later["metrics"]["orders"]["current"] > m["orders"]["current"]
         await expect(page.locator('[data-testid="kpi-orders"] .value')).to_have_attribute(
             "data-value", str(later["metrics"]["orders"]["current"]), timeout=10_000
