@@ -5,7 +5,7 @@
 
 Per rate: one private Kafka broker (on free ports), fresh topics, one worker (`vendorpulse worker`) and
 one API (`vendorpulse api`) as users start them, and `--clients` WebSocket clients spread evenly over
-the vendors (each with its vendor's token from `vendorpulse token`) in a subprocess of their own (a
+the vendors (each with its vendor's token, made as `vendorpulse token` makes it) in a subprocess of their own (a
 light sans-I/O client on uvloop, bench.fanout's), all connected before producing starts. Then
 simulated events (the simulator and the Avro codec, as bench.processor produces them) are sent at
 `rate` per second for 2 s of warm-up plus `--seconds`. An event's produce time is when it was handed
@@ -200,19 +200,19 @@ def start_clients() -> subprocess.Popen[bytes]:
 
 
 async def tokens_for(vendors: list[str], env: dict[str, str], tree: Path | None) -> dict[str, str]:
-    """One token per vendor, from `vendorpulse token --vendor V` (as a user makes one)."""
-
-    async def one(vendor: str) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            *tree_command(tree), "token", "--vendor", vendor, "--ttl", "7200",
-            env=env, cwd=tree or ROOT, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, _ = await proc.communicate()
-        if proc.returncode:
-            raise RuntimeError(f"vendorpulse token --vendor {vendor} failed ({proc.returncode})")
-        return out.decode().strip()
-
-    return dict(zip(vendors, await asyncio.gather(*(one(v) for v in vendors)), strict=True))
+    """One token per vendor, made by the function `vendorpulse token --vendor V` calls
+    (`api.commands.make_token_cli`), all in one process of the tree: a `vendorpulse token` process per
+    vendor costs ~1.5 s of interpreter start each, and hundreds at once overload the two cores."""
+    python = str(tree / ".venv" / "bin" / "python") if tree else sys.executable
+    script = "import sys\nfrom api.commands import make_token_cli\nfor v in sys.argv[1:]: print(make_token_cli(v, False, 7200))"
+    proc = await asyncio.create_subprocess_exec(
+        python, "-c", script, *vendors, env=env, cwd=tree or ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    lines = out.decode().split()
+    if proc.returncode or len(lines) != len(vendors):
+        raise RuntimeError(f"making {len(vendors)} tokens failed ({proc.returncode})")
+    return dict(zip(vendors, lines, strict=True))
 
 
 async def readline(stream: Any, within: float) -> str:
@@ -379,6 +379,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="runs of each rate")
     parser.add_argument("--tree", type=Path, default=None,
                         help="start the worker, API and tokens from this checkout's .venv")  # fmt: skip
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the logs and data of the worker, API and broker"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     parser.add_argument("--clients-serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -409,7 +412,10 @@ def main() -> None:
         results = asyncio.run(bench(bootstrap, args, work, console))
     finally:
         cluster.stop(timeout=10)
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            console.print(f"kept the worker's, API's and broker's files in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     about = machine(load_at_start)
     code = str(args.tree) if args.tree else "this checkout"
     table = Table(

@@ -1,7 +1,7 @@
 """The worker against its peers: vendorpulse, a stock Faust app and a Quix Streams app on one log.
 
     python -m bench.peers [--events 200000] [--vendors 20] [--runs 2] [--only worker,quix]
-                          [--py-spy DIR [--native] [--gil]]
+                          [--py-spy DIR [--native] [--gil] [--idle]]
 
 One private Kafka broker (KRaft, on free ports), one log of simulated events (Avro single-object
 encoding, as the product's producers write it) on `orders` and `inventory`, then, one after the other,
@@ -332,7 +332,9 @@ async def bench(args: argparse.Namespace, bootstrap: str, work: Path, console: C
         TopicPartition(t, p) for t in (log.topics.orders, log.topics.inventory) for p in range(log.partitions)
     ]
     runs: list[RunResult] = []
-    spy_options = [flag for flag, on in (("--native", args.native), ("--gil", args.gil)) if on]
+    spy_options = [
+        flag for flag, on in (("--native", args.native), ("--gil", args.gil), ("--idle", args.idle)) if on
+    ]
     try:
         for run in range(1, args.runs + 1):
             for name in args.only:
@@ -384,6 +386,9 @@ def main() -> None:
     parser.add_argument("--py-spy", type=Path, default=None, help="record py-spy profiles into this folder")
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     parser.add_argument("--gil", action="store_true", help="py-spy --gil (only the thread holding the GIL)")
+    parser.add_argument(
+        "--idle", action="store_true", help="py-spy --idle (waiting threads too: where wall time goes)"
+    )
     args = parser.parse_args()
     unknown = set(args.only) - {c.name for c in CONTENDERS}
     if unknown:

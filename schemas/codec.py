@@ -66,6 +66,8 @@ SchemaJSON = str | list[Any] | dict[str, Any]
 
 _FILE_NAME = re.compile(r"(?P<name>[A-Za-z_]\w*)\.v(?P<version>[1-9]\d*)\.avsc")
 _INT32 = range(-(2**31), 2**31)
+_TEN_BYTE_VARINT = re.compile(rb"[\x80-\xff]{9}")
+"""Nine bytes in a row with the continuation bit: where a varint of ten bytes or more may be."""
 
 # CRC-64-AVRO, as in the specification's reference implementation.
 _EMPTY = 0xC15D213AA4D7A795
@@ -388,6 +390,9 @@ class Codec(abc.ABC):
             own = replace(self._routes[reader.fingerprint], writer=reader, defaults=_defaults(reader))
             self._writers[event_type] = (MAGIC + reader.fingerprint, own)
         self._by_id: dict[int, _Route | _RefusedId] | None = None  # None: Confluent framing not accepted
+        self._strict: dict[
+            str, avro.io.DatumReader
+        ] = {}  # writer label -> the avro reader of _check_long_varints
 
     # -- Confluent framing (contract §3, with a schema registry) -------------------------------------
     def accept_confluent(self) -> None:
@@ -514,7 +519,24 @@ class Codec(abc.ABC):
             raise UndecodableBody(f"{route.writer.label}: an int field is outside 32 bits")
         if route.bools_ok is not None and not route.bools_ok(message, record):
             raise UndecodableBody(f"{route.writer.label}: a boolean is written as a byte other than 0 or 1")
+        if _TEN_BYTE_VARINT.search(message, header_size) is not None:
+            self._check_long_varints(route.writer, message, header_size)
         return route, record
+
+    def _check_long_varints(self, writer: SchemaVersion, message: bytes, header_size: int) -> None:
+        """Refuse a varint beyond 64 bits. Avro's longs take at most ten bytes, the tenth 0 or 1; fastavro
+        reads a longer value modulo 2**64 (`80 x9, 02` is 0) where the Java and the Python `avro`
+        readers refuse it, so a damaged message would mean different things to different consumers.
+        Only a body with nine bytes in a row at or above 0x80 can hold such a varint (non-ASCII text
+        can too): those are read again with `avro`, which checks each varint."""
+        strict = self._strict.get(writer.fingerprint)
+        if strict is None:
+            schema = avro.schema.parse(json.dumps(writer.plain))
+            strict = self._strict[writer.fingerprint] = avro.io.DatumReader(schema, schema)
+        try:
+            strict.read(avro.io.BinaryDecoder(io.BytesIO(message[header_size:])))
+        except avro.errors.InvalidAvroBinaryEncoding as exc:
+            raise UndecodableBody(f"{writer.label}: {exc}") from exc
 
     def peek(self, message: bytes) -> SchemaVersion:
         """The writer schema of `message`, from its header alone."""

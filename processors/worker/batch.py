@@ -65,6 +65,8 @@ from schemas.confluent import SchemaResolver
 
 log = logging.getLogger("vendorpulse.worker")
 COMMIT_EVERY_S = 1.0
+BACKLOG_WINDOW_S = 1.0
+"""The worker reads a backlog while a batch in this window took `flush_max_events` records."""
 
 
 @dataclass(slots=True)
@@ -158,6 +160,8 @@ class BatchLoop:
         self.stored: dict[TP, int] = {}
         """Watermarks stored since the last commit."""
         self.committed_at = 0.0
+        self.full_batch_at = -BACKLOG_WINDOW_S
+        """When a batch last took `max_events` records (more were waiting: a backlog)."""
         self.store_interval = store_interval_ms / 1000
         self.stored_at = 0.0
         self.unstored: set[int] = set()
@@ -176,6 +180,8 @@ class BatchLoop:
             # the end of a log, or a quiet spell, must not leave it uncommitted.
             idle = None if self.paused else self.idle_wait(time.monotonic())  # paused: nothing may store
             chunks = await self.input.take(self.max_events, self.interval, idle)
+            if sum(len(c.records) for c in chunks) >= self.max_events:
+                self.full_batch_at = time.monotonic()  # reading a backlog: snapshots are rationed
             if self.on_batch is not None:
                 self.on_batch(chunks)
             # Confluent-framed input: new schema ids resolved first. Through a registry outage this waits
@@ -419,6 +425,7 @@ class BatchLoop:
             for vendor_id, partition in self.every_vendor():
                 states.vendor(vendor_id, partition)
         now_ms = int(time.time() * 1000)
-        records = states.roll(now_ms, self.every_vendor) + states.due_snapshots(now_ms)
+        backlog = time.monotonic() - self.full_batch_at < BACKLOG_WINDOW_S
+        records = states.roll(now_ms, self.every_vendor) + states.due_snapshots(now_ms, backlog)
         if records:
             await send(records)

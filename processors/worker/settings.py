@@ -17,7 +17,10 @@ class WorkerSettings(KafkaSettings):
     snapshot_budget_ms: float = Field(
         default=5.0,
         gt=0,
-        description="at most this much snapshot building per snapshot interval, all vendors",
+        description=(
+            "while reading a backlog, at most this much snapshot building per snapshot interval, all vendors "
+            "(live, up to half the interval)"
+        ),
     )
     flush_interval_ms: int = Field(
         default=20, ge=1, description="a batch is folded, written to the table and acked at least this often"

@@ -3,7 +3,11 @@ directory's `counters.json`, so an operator sees that one fired and a test can a
 
 - `watch_input`: an input partition with records to fold that delivered none for `STALL_AFTER_S`, while
   no other partition delivered either (or for `STARVED_AFTER_S` whatever the others did), is resumed
-  and sought to the next offset to fold (`input_resumes`). While the worker works through a backlog,
+  and sought to the next offset to fold (`input_resumes`). The time counts from the later of its last
+  delivery and the check that first saw records waiting in it: a partition idle for minutes whose
+  first new record the check sees before the fetcher delivers it has not stalled (counted from the
+  last delivery, every quiet spell ending in traffic looked like a stall, and the seek back re-read
+  what was on its way). While the worker works through a backlog,
   the fetcher serves some partitions for seconds before others; that is not a stall, and seeking
   such a partition back only read it twice. After a recovery interrupted by a
   second rebalance, Faust was seen to leave assigned input partitions without a record reaching the
@@ -48,6 +52,8 @@ class Watchdogs:
         self.recovery_offsets: dict[Any, int] | None = None
         self.recovery_moved_at = 0.0
         self.dump_tasks: Callable[[], None] = lambda: None
+        self.pending_since: dict[Any, float] = {}
+        """Input partition -> when this watchdog first saw records waiting in it, since its last delivery."""
 
     async def watch_input(self) -> None:
         loop, app = self.loop, self.app
@@ -63,11 +69,17 @@ class Watchdogs:
             return
         ends = await consumer.highwaters(*tps)
         now = time.monotonic()
+        pending = self.pending_since
         for tp in tps:
             expected, end = positions.expected[tp], ends.get(tp)
             if end is None or end <= expected or loop.paused:
+                pending.pop(tp, None)
                 continue
-            quiet = now - max(loop.delivered_at.get(tp, 0.0), loop.resumed_at)
+            delivered = max(loop.delivered_at.get(tp, 0.0), loop.resumed_at)
+            since = pending.get(tp)
+            if since is None or since < delivered:
+                since = pending[tp] = now  # records to fold seen now: the stall, if any, starts here
+            quiet = now - max(delivered, since)
             busy = now - loop.any_delivered_at < STALL_AFTER_S  # other partitions are being delivered
             if quiet < STALL_AFTER_S or (busy and quiet < STARVED_AFTER_S):
                 continue

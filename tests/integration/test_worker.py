@@ -243,6 +243,30 @@ def test_two_workers_share_partitions_and_one_leaves(
     assert_no_watchdog_restart(first, second)
 
 
+def test_traffic_after_quiet_spells_is_not_taken_for_a_stalled_input(
+    kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Input that arrives after seconds of silence is read as it comes: the input watchdog (which seeks a
+    partition back when records wait in it undelivered for 3 s while nothing else is delivered) stays
+    quiet. It once counted from a partition's last delivery, so a check that saw the first record of a
+    burst before the fetcher delivered it took every partition idle for 3 s for a stalled one."""
+    monkeypatch.setenv("VENDORPULSE_TEST_WORKER_LOGLEVEL", "info")
+    messages, log = history(topics, 1200, seed=29, vendors=8)
+    worker = make_worker().start()
+    eventually(lambda: "Ready" in worker.output(), "the worker's start (Faust logs Ready)", 120,
+               detail=worker.output)  # fmt: skip
+    bursts = 6
+    size = -(-len(messages) // bursts)
+    for n in range(bursts):
+        time.sleep(4.5)  # longer than the watchdog's 3 s: every partition has been idle for it
+        asyncio.run(send(kafka_bootstrap, messages[n * size : (n + 1) * size]))
+    assert_converges(kafka_bootstrap, topics, log, worker, within=120)
+    counts = assert_no_watchdog_restart(worker)[worker.log_path.name]
+    assert counts["input_resumes"] == 0, worker.output()
+    assert counts["gap_seeks"] == 0, worker.output()
+
+
 def test_a_worker_joining_mid_stream_takes_over_partitions_exactly(
     kafka_bootstrap: str, topics: Topics, make_worker: Callable[..., WorkerProcess],
     monkeypatch: pytest.MonkeyPatch,

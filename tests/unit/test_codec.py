@@ -502,6 +502,33 @@ class CodecContract:
             with pytest.raises(UndecodableBody, match="boolean"):
                 codec.decode(bytes(message), validate=False)
 
+    @pytest.mark.parametrize(
+        ("tenth", "name"),
+        [(0x02, "overflow"), (0x7F, "overflow"), (0x80, "eleven bytes"), (0x01, "ok"), (0x00, "ok")],
+    )
+    def test_a_varint_beyond_64_bits_is_undecodable(
+        self, codec: Codec, other: Codec, tenth: int, name: str
+    ) -> None:
+        # fastavro reads a ten-byte varint modulo 2**64 (`80 x9, 02` is 0), the Java and Python avro
+        # readers refuse it: such a message would mean different things to different consumers. A
+        # tenth byte of 0 or 1 is a valid (if long-winded) 64-bit value.
+        event = InventoryAdjusted("0", 0, "0", "0", 0, None)
+        body = (
+            b"\x020"
+            + bytes([0x80] * 9 + [tenth])
+            + (b"\x01" if tenth == 0x80 else b"")
+            + b"\x020\x020\x00\x00"
+        )
+        message = codec.encode(event)[:HEADER_SIZE] + body
+        if name == "ok":
+            decoded = codec.decode(message, validate=False)
+            assert isinstance(decoded, InventoryAdjusted)
+            assert decoded == other.decode(message, validate=False)
+            assert decoded.occurred_at == (0 if tenth == 0 else 2**62)  # zigzag of 2**63
+        else:
+            with pytest.raises(UndecodableBody):
+                codec.decode(message, validate=False)
+
 
 class TestFastavroCodec(CodecContract):
     codec_type = FastavroCodec

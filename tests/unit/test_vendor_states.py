@@ -217,3 +217,30 @@ def test_with_many_vendors_due_snapshots_wait_their_turn_within_the_budget_and_n
     assert emitted == [v.encode() for v in vendors]  # the longest waiting first, one a call here
     assert states.due_snapshots(NOW + 10) == []
     assert states.snapshots_deferred == 4 + 3 + 2 + 1
+
+
+def test_live_a_call_builds_every_due_snapshot_the_live_budget_allows_and_a_backlog_rations_them() -> None:
+    def five_changed() -> VendorStates:
+        states = make_vendor_states(interval_ms=0)
+        for offset in range(5):
+            vendor = f"v{offset}"
+            placed = OrderPlaced(
+                f"e{offset}",
+                NOW - 1000,
+                vendor,
+                f"o{offset}",
+                "c1",
+                "EUR",
+                100,
+                (OrderItem("p1", "Books", 1, 100),),
+            )
+            states.handle("orders", 0, offset, vendor.encode(), codec.encode(placed))
+        states.snapshot_cost_s = 1e-3  # so the budgets below decide, not the measured cost
+        states.snapshot_budget_s = 1e-3  # a backlog: one snapshot a call
+        states.live_budget_s = 10e-3  # live: ten a call
+        return states
+
+    assert len(five_changed().due_snapshots(NOW, backlog=True)) == 1
+    live = five_changed()
+    assert len(live.due_snapshots(NOW, backlog=False)) == 5
+    assert live.snapshots_deferred == 0
