@@ -30,7 +30,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def measured() -> dict[str, float]:
-    fanout = json.loads((RESULTS / "fanout.json").read_text())["results"]
+    fanout = [  # the API's own cases, not the bare server's (`bench.fanout --server bare`)
+        r
+        for r in json.loads((RESULTS / "fanout.json").read_text())["results"]
+        if r.get("server", "app") == "app"
+    ]
     ingest = json.loads((RESULTS / "ingest.json").read_text())["results"]
     biggest = max(fanout, key=lambda r: r["clients"])
     alone = min(ingest, key=lambda r: r["clients"])
