@@ -390,9 +390,8 @@ class Codec(abc.ABC):
             own = replace(self._routes[reader.fingerprint], writer=reader, defaults=_defaults(reader))
             self._writers[event_type] = (MAGIC + reader.fingerprint, own)
         self._by_id: dict[int, _Route | _RefusedId] | None = None  # None: Confluent framing not accepted
-        self._strict: dict[
-            str, avro.io.DatumReader
-        ] = {}  # writer label -> the avro reader of _check_long_varints
+        self._strict: dict[bytes, avro.io.DatumReader] = {}
+        """Writer fingerprint -> its `avro` reader, for `_check_long_varints`."""
 
     # -- Confluent framing (contract §3, with a schema registry) -------------------------------------
     def accept_confluent(self) -> None:
