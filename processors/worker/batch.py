@@ -191,7 +191,8 @@ class BatchLoop:
         app, states, positions = self.app, self.states, self.positions
         generation, epoch = app.consumer_generation_id, self.revocations
         now = time.monotonic()
-        states.floor = int(time.time() * 1000)  # every snapshot from now on is as of a later instant
+        states.begin_batch(int(time.time() * 1000))  # every snapshot from now on is as of a later instant
+        stream_clock = states.stream_clock
         outputs: list[Record] = []
         partitions: set[int] = set()
         seen: set[TP] = set()
@@ -205,6 +206,8 @@ class BatchLoop:
             self.any_delivered_at = now
             seen.add(tp)
             topic, partition = tp.topic, tp.partition
+            if stream_clock:
+                states.read_up_to(max(r.timestamp for r in records))
             if positions.run(tp, records[0].offset, records[-1].offset, len(records)):
                 outputs += handle_run(topic, partition, records)  # the common case: the offsets expected next
                 partitions.add(partition)
@@ -418,7 +421,10 @@ class BatchLoop:
             self.reemit = False
             for vendor_id, partition in self.every_vendor():
                 states.vendor(vendor_id, partition)
-        now_ms = int(time.time() * 1000)
-        records = states.roll(now_ms, self.every_vendor) + states.due_snapshots(now_ms)
+        wall_ms = int(time.time() * 1000)
+        now_ms = states.now(wall_ms)  # the wall clock, or stream time (VENDORPULSE_CLOCK)
+        if now_ms is None:
+            return  # stream time: no record with a timestamp read yet (what is due stays due)
+        records = states.roll(now_ms, self.every_vendor, wall_ms) + states.due_snapshots(wall_ms, now_ms)
         if records:
             await send(records)
