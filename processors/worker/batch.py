@@ -43,6 +43,7 @@ from typing import Any
 from faust.types import TP, AppT
 
 from processors.outputs import Record
+from processors.worker.alignment import Alignment
 from processors.worker.counters import Counters
 from processors.worker.faust_patches import (
     InputConsumer,
@@ -167,6 +168,8 @@ class BatchLoop:
         """Diagnostics: sees every batch taken (VENDORPULSE_TRACE_INPUT)."""
         self.resolver: SchemaResolver | None = None
         """With a schema registry: resolves the batch's new Confluent schema ids before it is decoded."""
+        self.alignment: Alignment[TP] = Alignment()
+        """With the stream clock: stream time over the input partitions, and which are paused ahead of it."""
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -207,7 +210,7 @@ class BatchLoop:
             seen.add(tp)
             topic, partition = tp.topic, tp.partition
             if stream_clock:
-                states.read_up_to(max(r.timestamp for r in records))
+                self.alignment.read(tp, max(r.timestamp for r in records))
             if positions.run(tp, records[0].offset, records[-1].offset, len(records)):
                 outputs += handle_run(topic, partition, records)  # the common case: the offsets expected next
                 partitions.add(partition)
@@ -225,6 +228,8 @@ class BatchLoop:
                     )
                 outputs += handle(topic, partition, r.offset, r.key, r.value, r.timestamp)
                 partitions.add(partition)
+        if stream_clock and self.still_current(generation, epoch):
+            self.align()
         if seeks and self.still_current(generation, epoch):
             await self.seek_back(seeks)
         if outputs:
@@ -252,6 +257,35 @@ class BatchLoop:
             if expected is not None:
                 self.stored[tp] = expected
         await self.commit_due(now)
+
+    def align(self) -> None:
+        """Stream time from what the input partitions have read (`processors.worker.alignment`), and
+        the partitions read too far past it paused until it catches up."""
+        lagging = self.lagging
+        time_ms = self.alignment.time(lagging)
+        if time_ms is not None:
+            self.states.read_up_to(time_ms)
+        before = self.alignment.paused
+        pause, resume = self.alignment.plan(self.states.stream_ms, lagging)
+        consumer = self.app.consumer
+        if pause:  # Faust's sets hold its own TP (the fetched records' partitions are aiokafka's)
+            consumer.pause_partitions({TP(tp.topic, tp.partition) for tp in pause})
+            if pause - before:
+                self.counters.bump("alignment_pauses", len(pause - before))
+        if resume:
+            consumer.resume_partitions({TP(tp.topic, tp.partition) for tp in resume})
+
+    def lagging(self, tp: TP) -> bool:
+        """Records remain to fold in `tp`: its next offset to fold is below its high watermark (as of
+        the consumer's last fetch; unknown: not lagging)."""
+        expected = self.positions.expected.get(tp)
+        if expected is None:
+            return False
+        try:
+            highwater = self.app.consumer.highwater(tp)
+        except (AssertionError, KeyError, AttributeError):  # not assigned (any more), no fetch yet
+            return False
+        return highwater is not None and expected < highwater
 
     async def commit_due(self, now: float) -> None:
         """Commit the stored watermarks, at most once every `COMMIT_EVERY_S`."""
@@ -371,6 +405,7 @@ class BatchLoop:
         what was not stored is read again, so in-memory progress is dropped."""
         self.paused = True
         self.revocations += 1
+        self.alignment.forget()  # Faust pauses and resumes the partitions through the rebalance
         self.stored.clear()
         self.unstored.clear()
         self.unstored_tps.clear()

@@ -9,11 +9,12 @@ unflushed. `flush(partition)` gives the table writes that persist a partition's 
 
 The clock (`VENDORPULSE_CLOCK`). Snapshots are as of "now", the daily prune runs when now enters a new
 UTC day, and the floor (no later snapshot asks for an instant before it) is now when a batch begins.
-With `wall`, now is the machine's clock. With `stream`, now is *stream time*: the greatest Kafka record
-timestamp the worker has read (`read_up_to`), raised to the floor and clocks of every vendor state it
-loads (what a previous owner folded), so it never goes back, across restarts and rebalances too; a
-record without a timestamp leaves it as it is, and until one with a timestamp is read nothing is
-emitted. The throttle of snapshots per vendor (`snapshot_interval_ms`) stays on the machine's clock.
+With `wall`, now is the machine's clock. With `stream`, now is *stream time*: from the Kafka record
+timestamps the worker has read, the least over its lagging input partitions of the greatest read from
+each (`processors.worker.alignment`: the greatest read when none lags, as live), raised to the floor of
+every vendor state it loads (what a previous owner folded); it never goes back, across restarts and
+rebalances too (`read_up_to`); a record without a timestamp leaves it as it is, and until one with a
+timestamp is read nothing is emitted. The throttle of snapshots per vendor (`snapshot_interval_ms`) stays on the machine's clock.
 A snapshot is never as of an instant before its state's floor.
 """
 
@@ -111,8 +112,7 @@ class VendorStates:
             raise ValueError(f"clock must be wall or stream, got {clock!r}")
         self.stream_clock = clock == "stream"
         self.stream_ms: int | None = None
-        """Stream time (with the stream clock): the greatest record timestamp read, or floor or clock of
-        a vendor state loaded; None until there is one."""
+        """Stream time (with the stream clock), never going back; None until there is one."""
 
     # -- state -------------------------------------------------------------------------------------
     def vendor(self, vendor_id: str, partition: int) -> VendorLog:
@@ -120,8 +120,7 @@ class VendorStates:
         if log is None:
             log = self.vendors[vendor_id] = self.load(vendor_id, partition)
             if self.stream_clock:  # what a previous owner folded: stream time does not go back before it
-                state = log.state
-                self.read_up_to(max([state.floor, *(c for c in state.clocks if c is not None)]))
+                self.read_up_to(log.state.floor)
             # The previous owner may have stored this state and died before it emitted the snapshot:
             # emit the restored state once (the worker loads every vendor of its partitions after a
             # rebalance for this, as no input of the vendor may come again).
@@ -141,7 +140,7 @@ class VendorStates:
 
     # -- the clock ---------------------------------------------------------------------------------
     def read_up_to(self, ts: int) -> None:
-        """Stream time: a record (or a loaded state) with timestamp `ts` was read; it never goes back."""
+        """Stream time is at least `ts` (the input read, or a loaded state's floor); it never goes back."""
         if ts >= 0 and (self.stream_ms is None or ts > self.stream_ms):
             self.stream_ms = ts
 

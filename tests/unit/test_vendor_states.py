@@ -270,11 +270,13 @@ def test_with_the_stream_clock_the_day_rolls_with_stream_time_and_prunes() -> No
     assert states.last_emit["v1"] == NOW  # the throttle's clock is the wall's
 
 
-def test_a_loaded_state_raises_stream_time_to_its_clocks_and_floor() -> None:
+def test_a_loaded_state_raises_stream_time_to_its_floor() -> None:
     table: dict[bytes, bytes] = {}
     first = make_vendor_states(table=table, clock="stream")
     at = NOW - 10 * DAY
-    first.handle("orders", 0, 0, b"v1", codec.encode(order()), at)
+    first.read_up_to(at)
+    first.begin_batch(NOW)  # the floor: stream time when the batch began
+    first.handle("orders", 0, 0, b"v1", codec.encode(order()), at + 5)
     for key, value in first.flush(0):
         if value is None:
             table.pop(key, None)
