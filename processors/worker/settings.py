@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from schemas.settings import KafkaSettings
 
 CLOCKS = ("wall", "stream")
-"""`VENDORPULSE_CLOCK`: the machine's clock, or stream time (the greatest record timestamp read)."""
+"""`VENDORPULSE_CLOCK`: the machine's clock, or stream time (`processors.worker.alignment`)."""
 
 
 class WorkerSettings(KafkaSettings):
@@ -53,7 +53,7 @@ class WorkerSettings(KafkaSettings):
     clock: str = Field(
         default="wall",
         description="what 'now' is for snapshots, the daily prune and the floor: wall (the machine's "
-        "clock) or stream (the greatest Kafka record timestamp the worker has read; docs/GUARANTEES.md)",
+        "clock) or stream (stream time, from the Kafka record timestamps read; docs/GUARANTEES.md)",
     )
 
     @field_validator("clock")
@@ -61,7 +61,7 @@ class WorkerSettings(KafkaSettings):
     def _clock_known(cls, clock: str) -> str:
         if clock not in CLOCKS:
             raise ValueError(
-                f"must be wall (the machine's clock) or stream (the greatest record timestamp read), got {clock!r}"
+                f"must be wall (the machine's clock) or stream (from the record timestamps read), got {clock!r}"
             )
         return clock
 
