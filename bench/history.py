@@ -1,14 +1,14 @@
 """History benchmark: what the worker keeps, in memory and on disk, as months of traffic go by.
 
     python -m bench.history [--events 2000000] [--vendors 200] [--lateness-days 20]
-                            [--whale-events 1000000] [--broker-compaction-defaults]
+                            [--whale-events 1000000] [--clock stream] [--broker-compaction-defaults]
 
 A private Kafka broker (infra.kafka.LocalKafka on free ports) gets a log of `--events` events over
 6 L days of event time (L = `--lateness-days`), `--vendors` vendors, vendor-001 a whale with a fifth
 of the traffic, 1 % re-sends, ~3 % cancellations, catalog and stock changes; every record's Kafka
 timestamp is just after its occurred_at (infra.backfill), so the log ages as a live one would. The log
-is produced first; then `python -m infra worker` (as the product runs it, VENDORPULSE_LATENESS_DAYS=L)
-folds it, and each time its committed input offsets pass a quarter of the log the bench samples:
+is produced first; then `python -m infra worker` (as the product runs it, VENDORPULSE_LATENESS_DAYS=L,
+VENDORPULSE_CLOCK=`--clock`) folds it, and each time its committed input offsets pass a quarter of the log the bench samples:
 - the worker's memory: VmRSS and VmHWM from /proc/<pid>/status;
 - bytes on disk (allocated blocks) of its store (VENDORPULSE_DATA_DIR) and of its changelog topic (the
   broker's partition folders of that topic);
@@ -18,6 +18,12 @@ Then the worker stops, 1,000 new events are produced, and a worker on a fresh, e
 group and changelog) is timed until its committed offsets cover them (restore + fold), and until
 vendor-metrics has a snapshot of every vendor those events touch. Last, a log of `--whale-events`
 into a single vendor, by quarter as above.
+
+The clock. With `--clock stream` (the default) the worker's "now" (snapshots, the daily prune, the floor) is
+stream time, the greatest record timestamp it has read: it folds the log as a worker live for those
+months would have, with a current window that slides and a prune at every UTC day of event time. With
+`--clock wall` its now is the machine's: every snapshot is as of the end of the log, so the current
+window's detail fills only in the last quarter and the prune never runs within the bench's minutes.
 
 Kafka's cleaner compacts only closed segments, and the broker's defaults (64 MiB segments, cleanable
 at 50 % dirty, tombstones kept 24 h) would show no compaction within a benchmark's minutes. Unless
@@ -253,7 +259,7 @@ async def run_log(
         f"[bold]{name}[/]: {events:,} events over {days:g} days of event time, topic prefix {prefix}"
     )
     run.produce_s = await produce(bootstrap, topics, records, events, name)
-    env = {"VENDORPULSE_LATENESS_DAYS": str(args.lateness_days)}
+    env = {"VENDORPULSE_LATENESS_DAYS": str(args.lateness_days), "VENDORPULSE_CLOCK": args.clock}
     await fold(run, bootstrap, prefix, kafka_data, data, env, not args.broker_compaction_defaults)
     if name == "log":
         await restore(run, bootstrap, prefix, records, data, env)
@@ -483,6 +489,10 @@ def main() -> None:
     parser.add_argument(
         "--whale-events", type=int, default=1_000_000, help="events of the one-vendor log (0: none)"
     )
+    parser.add_argument(
+        "--clock", choices=("stream", "wall"), default="stream",
+        help="the worker's VENDORPULSE_CLOCK: stream (months of live running) or wall",
+    )  # fmt: skip
     parser.add_argument(
         "--broker-compaction-defaults", action="store_true",
         help="leave the changelog topic's configs as the worker created them",

@@ -33,6 +33,7 @@ Readings of the contract where its text leaves a choice (the naive reference in 
 from __future__ import annotations
 
 import enum
+from bisect import bisect_right
 from dataclasses import dataclass
 
 from processors.core.calendar import DAY_MS, iso_millis
@@ -50,6 +51,7 @@ from processors.core.state import (
     horizon,
     index_event,
     make_order,
+    occurred,
     set_first_order,
     share_line,
     tick,
@@ -252,6 +254,10 @@ def _upsert(state: State, event: ProductUpserted) -> Outcome:
     name = names.setdefault(event.name, event.name)
     category = names.setdefault(event.category, event.category)
     versions.append((at, name, category, event.active, event.low_stock_threshold))
+    if len(versions) > 1 and versions[1][0] <= state.floor:
+        # Versions superseded at or before the floor can be in force at no T >= floor: drop them now
+        # rather than at the next prune (a busy catalog would otherwise grow all day).
+        del versions[: bisect_right(versions, state.floor, key=occurred) - 1]
     count_product(state, versions[-1], product.stock, 1)
     index_event(state, at, PRODUCT, product_id, 0)
     state.version += 1

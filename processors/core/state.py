@@ -17,8 +17,8 @@ The state is in two parts, so that memory does not grow with the history (contra
 
 Snapshots as of T. The buckets hold every applied event, including events dated after T; the snapshot
 undoes those from the `timeline`, which holds the events dated after `floor`. The caller promises never
-to ask for a T below `floor`: the worker sets it to the wall clock before each batch (its snapshots are
-as of now, and now only grows), so the timeline holds only events dated in the future; replay sets it to
+to ask for a T below `floor`: the worker sets it to now before each batch (its snapshots are
+as of now, the wall clock or stream time, and now only grows), so the timeline holds only events dated in the future; replay sets it to
 its as-of instant; tests leave it at `NO_FLOOR` and may ask any T. `prune(before)` drops the day buckets,
 months and catalog versions no snapshot as of `before` or later reads (the worker prunes at each UTC
 midnight), and remembers how far back it dropped them (`kept_from_day`, `kept_from_month`): an order
@@ -41,7 +41,8 @@ timestamp read per topic, contract §4.1); `floor`; `kept_from_day`/`kept_from_m
 `products` (product_id -> Product: `stock`, the sum of every delta, and `versions`, the catalog values
 (occurred_at, name, category, active, threshold) that can still be "the last ProductUpserted in log order
 with occurred_at <= T" for some T >= floor; a version followed in the log by one dated at or before it can
-never win, so it is dropped: the list rises in log order and in occurred_at, and the version at T is a
+never win, so it is dropped, and so is one followed by a version dated at or before `floor` (at once,
+not only at the next prune): the list rises in log order and in occurred_at, and the version at T is a
 bisect); `timeline`.
 
 Derived (rebuilt by `loads`): `product_counts` ([total, active, lowStock, outOfStock] with every product

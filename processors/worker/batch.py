@@ -43,6 +43,7 @@ from typing import Any
 from faust.types import TP, AppT
 
 from processors.outputs import Record
+from processors.worker.alignment import Alignment
 from processors.worker.counters import Counters
 from processors.worker.faust_patches import (
     InputConsumer,
@@ -171,6 +172,8 @@ class BatchLoop:
         """Diagnostics: sees every batch taken (VENDORPULSE_TRACE_INPUT)."""
         self.resolver: SchemaResolver | None = None
         """With a schema registry: resolves the batch's new Confluent schema ids before it is decoded."""
+        self.alignment: Alignment[TP] = Alignment()
+        """With the stream clock: stream time over the input partitions, and which are paused ahead of it."""
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -197,7 +200,8 @@ class BatchLoop:
         app, states, positions = self.app, self.states, self.positions
         generation, epoch = app.consumer_generation_id, self.revocations
         now = time.monotonic()
-        states.floor = int(time.time() * 1000)  # every snapshot from now on is as of a later instant
+        states.begin_batch(int(time.time() * 1000))  # every snapshot from now on is as of a later instant
+        stream_clock = states.stream_clock
         outputs: list[Record] = []
         partitions: set[int] = set()
         seen: set[TP] = set()
@@ -211,6 +215,8 @@ class BatchLoop:
             self.any_delivered_at = now
             seen.add(tp)
             topic, partition = tp.topic, tp.partition
+            if stream_clock:
+                self.alignment.read(tp, max(r.timestamp for r in records))
             if positions.run(tp, records[0].offset, records[-1].offset, len(records)):
                 outputs += handle_run(topic, partition, records)  # the common case: the offsets expected next
                 partitions.add(partition)
@@ -228,6 +234,8 @@ class BatchLoop:
                     )
                 outputs += handle(topic, partition, r.offset, r.key, r.value, r.timestamp)
                 partitions.add(partition)
+        if stream_clock and self.still_current(generation, epoch):
+            self.align()
         if seeks and self.still_current(generation, epoch):
             await self.seek_back(seeks)
         if outputs:
@@ -255,6 +263,35 @@ class BatchLoop:
             if expected is not None:
                 self.stored[tp] = expected
         await self.commit_due(now)
+
+    def align(self) -> None:
+        """Stream time from what the input partitions have read (`processors.worker.alignment`), and
+        the partitions read too far past it paused until it catches up."""
+        lagging = self.lagging
+        time_ms = self.alignment.time(lagging)
+        if time_ms is not None:
+            self.states.read_up_to(time_ms)
+        before = self.alignment.paused
+        pause, resume = self.alignment.plan(self.states.stream_ms, lagging)
+        consumer = self.app.consumer
+        if pause:  # Faust's sets hold its own TP (the fetched records' partitions are aiokafka's)
+            consumer.pause_partitions({TP(tp.topic, tp.partition) for tp in pause})
+            if pause - before:
+                self.counters.bump("alignment_pauses", len(pause - before))
+        if resume:
+            consumer.resume_partitions({TP(tp.topic, tp.partition) for tp in resume})
+
+    def lagging(self, tp: TP) -> bool:
+        """Records remain to fold in `tp`: its next offset to fold is below its high watermark (as of
+        the consumer's last fetch; unknown: not lagging)."""
+        expected = self.positions.expected.get(tp)
+        if expected is None:
+            return False
+        try:
+            highwater = self.app.consumer.highwater(tp)
+        except (AssertionError, KeyError, AttributeError):  # not assigned (any more), no fetch yet
+            return False
+        return highwater is not None and expected < highwater
 
     async def commit_due(self, now: float) -> None:
         """Commit the stored watermarks, at most once every `COMMIT_EVERY_S`."""
@@ -374,6 +411,7 @@ class BatchLoop:
         what was not stored is read again, so in-memory progress is dropped."""
         self.paused = True
         self.revocations += 1
+        self.alignment.forget()  # Faust pauses and resumes the partitions through the rebalance
         self.stored.clear()
         self.unstored.clear()
         self.unstored_tps.clear()
@@ -424,8 +462,12 @@ class BatchLoop:
             self.reemit = False
             for vendor_id, partition in self.every_vendor():
                 states.vendor(vendor_id, partition)
-        now_ms = int(time.time() * 1000)
+        wall_ms = int(time.time() * 1000)
+        now_ms = states.now(wall_ms)  # the wall clock, or stream time (VENDORPULSE_CLOCK)
+        if now_ms is None:
+            return  # stream time: no record with a timestamp read yet (what is due stays due)
         backlog = time.monotonic() - self.full_batch_at < BACKLOG_WINDOW_S
-        records = states.roll(now_ms, self.every_vendor) + states.due_snapshots(now_ms, backlog)
+        rolled = states.roll(now_ms, self.every_vendor, wall_ms)
+        records = rolled + states.due_snapshots(wall_ms, now_ms, backlog)
         if records:
             await send(records)

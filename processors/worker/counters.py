@@ -1,4 +1,5 @@
-"""How often the worker's self-healing paths fired (processors/worker/watchdogs.py), kept in the data
+"""How often the worker's self-healing paths fired (processors/worker/watchdogs.py), and how often the
+stream clock paused an input partition ahead of stream time (`alignment_pauses`), kept in the data
 directory's `counters.json` so that a restart, which replaces the process, does not reset them. The
 worker writes the file when it starts, so its presence shows which data directory a worker used."""
 
@@ -8,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-NAMES = ("input_resumes", "recovery_restarts", "gap_seeks")
+NAMES = ("input_resumes", "recovery_restarts", "gap_seeks", "alignment_pauses")
 FILE_NAME = "counters.json"
 
 
@@ -20,6 +21,7 @@ class Counters:
     input_resumes: int = 0
     recovery_restarts: int = 0
     gap_seeks: int = 0
+    alignment_pauses: int = 0
 
     @classmethod
     def in_dir(cls, data_dir: Path) -> Counters:

@@ -139,6 +139,7 @@ def create_app(
         snapshot_interval_ms=settings.snapshot_interval_ms,
         snapshot_budget_ms=settings.snapshot_budget_ms,
         memory=memory,
+        clock=settings.clock,
     )
     counters = Counters.in_dir(data_dir(settings))
     stats_path = data_dir(settings) / storage_stats.FILE_NAME

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from schemas.settings import KafkaSettings
+
+CLOCKS = ("wall", "stream")
+"""`VENDORPULSE_CLOCK`: the machine's clock, or stream time (`processors.worker.alignment`)."""
 
 
 class WorkerSettings(KafkaSettings):
@@ -50,6 +53,20 @@ class WorkerSettings(KafkaSettings):
     data_dir: Path | None = Field(
         default=None, description="local table store (default: .vendorpulse/worker)"
     )
+    clock: str = Field(
+        default="wall",
+        description="what 'now' is for snapshots, the daily prune and the floor: wall (the machine's "
+        "clock) or stream (stream time, from the Kafka record timestamps read; docs/GUARANTEES.md)",
+    )
+
+    @field_validator("clock")
+    @classmethod
+    def _clock_known(cls, clock: str) -> str:
+        if clock not in CLOCKS:
+            raise ValueError(
+                f"must be wall (the machine's clock) or stream (from the record timestamps read), got {clock!r}"
+            )
+        return clock
 
     @property
     def store_url(self) -> str:

@@ -6,6 +6,16 @@ each vendor's state in memory (`VendorLog`), skips input at or below the vendor'
 source partition (Kafka delivers it again after a crash; the state already has it), and tracks what is
 unflushed. `flush(partition)` gives the table writes that persist a partition's changed vendors, and
 `due_snapshots(now)` the coalesced `vendor-metrics` records. What counts is `processors.intake`'s.
+
+The clock (`VENDORPULSE_CLOCK`). Snapshots are as of "now", the daily prune runs when now enters a new
+UTC day, and the floor (no later snapshot asks for an instant before it) is now when a batch begins.
+With `wall`, now is the machine's clock. With `stream`, now is *stream time*: from the Kafka record
+timestamps the worker has read, the least over its lagging input partitions of the greatest read from
+each (`processors.worker.alignment`: the greatest read when none lags, as live), raised to the floor of
+every vendor state it loads (what a previous owner folded); it never goes back, across restarts and
+rebalances too (`read_up_to`); a record without a timestamp leaves it as it is, and until one with a
+timestamp is read nothing is emitted. The throttle of snapshots per vendor (`snapshot_interval_ms`) stays on the machine's clock.
+A snapshot is never as of an instant before its state's floor.
 """
 
 from __future__ import annotations
@@ -64,6 +74,7 @@ class VendorStates:
         snapshot_interval_ms: int = 50,
         memory: HistoryMemory | None = None,
         snapshot_budget_ms: float = 5.0,
+        clock: str = "wall",
     ):
         self.codec = codec
         self.orders_topic = orders_topic
@@ -98,13 +109,20 @@ class VendorStates:
         self.flushed: set[str] = set()
         """The vendors the last `flush` wrote."""
         self.floor = NO_FLOOR
-        """No snapshot asks for an instant before this (the wall clock when the batch began)."""
+        """No snapshot asks for an instant before this (now when the batch began)."""
+        if clock not in ("wall", "stream"):
+            raise ValueError(f"clock must be wall or stream, got {clock!r}")
+        self.stream_clock = clock == "stream"
+        self.stream_ms: int | None = None
+        """Stream time (with the stream clock), never going back; None until there is one."""
 
     # -- state -------------------------------------------------------------------------------------
     def vendor(self, vendor_id: str, partition: int) -> VendorLog:
         log = self.vendors.get(vendor_id)
         if log is None:
             log = self.vendors[vendor_id] = self.load(vendor_id, partition)
+            if self.stream_clock:  # what a previous owner folded: stream time does not go back before it
+                self.read_up_to(log.state.floor)
             # The previous owner may have stored this state and died before it emitted the snapshot:
             # emit the restored state once (the worker loads every vendor of its partitions after a
             # rebalance for this, as no input of the vendor may come again).
@@ -121,6 +139,22 @@ class VendorStates:
         for p in list(self.dirty_by_partition):
             if partitions is None or p in partitions:
                 del self.dirty_by_partition[p]
+
+    # -- the clock ---------------------------------------------------------------------------------
+    def read_up_to(self, ts: int) -> None:
+        """Stream time is at least `ts` (the input read, or a loaded state's floor); it never goes back."""
+        if ts >= 0 and (self.stream_ms is None or ts > self.stream_ms):
+            self.stream_ms = ts
+
+    def now(self, wall_ms: int) -> int | None:
+        """The instant snapshots are as of: the wall clock, or stream time (None: no timestamp read yet)."""
+        return self.stream_ms if self.stream_clock else wall_ms
+
+    def begin_batch(self, wall_ms: int) -> None:
+        """A batch begins: every snapshot from now on is as of a later instant (the floor)."""
+        now = self.now(wall_ms)
+        if now is not None and now > self.floor:
+            self.floor = now
 
     # -- input -------------------------------------------------------------------------------------
     def handle(
@@ -246,15 +280,16 @@ class VendorStates:
         self.early_checkpoints += len(chosen)
         return chosen
 
-    def due_snapshots(self, now_ms: int, backlog: bool = True) -> list[Record]:
-        """`vendor-metrics` records for changed vendors, at most one per vendor per interval, and at most
-        as many as the budget's work builds. While the worker reads a `backlog` the budget is
-        `snapshot_budget_ms`: snapshots would take the time folding needs, and a vendor's next events
-        are already waiting. Live, it is half the snapshot interval: rationed to the backlog's budget,
-        a worker with many vendors changing (500 vendors at 2 events/s each) built fewer snapshots than
-        they needed and its dashboards fell seconds behind while its CPU idled. The vendors left over
-        (the most recently changed) stay due and come first at the next call, so a vendor's snapshot
-        is late by a few intervals at most, never lost."""
+    def due_snapshots(self, now_ms: int, as_of_ms: int | None = None, backlog: bool = True) -> list[Record]:
+        """`vendor-metrics` records as of `as_of_ms` (default `now_ms`, the wall clock) for changed
+        vendors, at most one per vendor per interval of `now_ms`, and at most as many as the budget's
+        work builds. While the worker reads a `backlog` the budget is `snapshot_budget_ms`: snapshots
+        would take the time folding needs, and a vendor's next events are already waiting. Live, it is
+        half the snapshot interval: rationed to the backlog's budget, a worker with many vendors
+        changing (500 vendors at 2 events/s each) built fewer snapshots than they needed and its
+        dashboards fell seconds behind while its CPU idled. The vendors left over (the most recently
+        changed) stay due and come first at the next call, so a vendor's snapshot is late by a few
+        intervals at most, never lost."""
         out: list[Record] = []
         budget_s = self.snapshot_budget_s if backlog else max(self.snapshot_budget_s, self.live_budget_s)
         budget = max(1, int(budget_s / self.snapshot_cost_s))
@@ -270,18 +305,23 @@ class VendorStates:
             if log is None:
                 continue
             self.last_emit[vendor_id] = now_ms
-            out.append(self.snapshot_record(log, now_ms))
+            out.append(self.snapshot_record(log, now_ms if as_of_ms is None else as_of_ms))
         if out:
             cost = (time.perf_counter() - started) / len(out)
             self.snapshot_cost_s = 0.8 * self.snapshot_cost_s + 0.2 * cost
         return out
 
     def snapshot_record(self, log: VendorLog, now_ms: int) -> Record:
-        body = snapshot(log.state, now_ms, self.period_days)
+        """The vendor's snapshot as of `now_ms`, or as of its floor if that is later (a state loaded from
+        a previous owner whose clock was ahead): exact either way."""
+        body = snapshot(log.state, max(now_ms, log.state.floor), self.period_days)
         return Record(self.metrics_topic, log.state.vendor_id.encode(), orjson.dumps(body))
 
-    def roll(self, now_ms: int, every_vendor: Callable[[], list[tuple[str, int]]]) -> list[Record]:
-        """At a new UTC day: prune detail no live snapshot needs and re-emit every vendor as of now.
+    def roll(
+        self, now_ms: int, every_vendor: Callable[[], list[tuple[str, int]]], wall_ms: int | None = None
+    ) -> list[Record]:
+        """At a new UTC day of `now_ms`: prune detail no live snapshot needs and re-emit every vendor as
+        of now (`wall_ms`, default `now_ms`: the wall clock, for the snapshot throttle).
 
         Nothing is written for it: a restore from the unpruned checkpoint gives the same snapshots (the
         days it keeps on top are read by none), and the vendor's next checkpoint stores the pruned state."""
@@ -296,6 +336,6 @@ class VendorStates:
         for vendor_id, partition in every_vendor():
             log = self.vendor(vendor_id, partition)
             prune(log.state, now_ms, self.period_days)
-            self.last_emit[vendor_id] = now_ms
+            self.last_emit[vendor_id] = now_ms if wall_ms is None else wall_ms
             out.append(self.snapshot_record(log, now_ms))
         return out

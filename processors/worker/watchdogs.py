@@ -11,7 +11,8 @@ directory's `counters.json`, so an operator sees that one fired and a test can a
   the fetcher serves some partitions for seconds before others; that is not a stall, and seeking
   such a partition back only read it twice. After a recovery interrupted by a
   second rebalance, Faust was seen to leave assigned input partitions without a record reaching the
-  worker while their records waited in Kafka.
+  worker while their records waited in Kafka. A partition the stream clock paused ahead of stream time
+  (`processors.worker.alignment`) is not stalled.
 - `watch_recovery`: a rebalance whose table recovery has not moved for `RECOVERY_STALL_S` replaces the
   worker with a fresh process (same pid, same arguments; `recovery_restarts`). Faust's recovery was
   seen to stop for good ("No event received for active tp ... since recovery start", changelog records
@@ -72,8 +73,8 @@ class Watchdogs:
         pending = self.pending_since
         for tp in tps:
             expected, end = positions.expected[tp], ends.get(tp)
-            if end is None or end <= expected or loop.paused:
-                pending.pop(tp, None)
+            if end is None or end <= expected or loop.paused or tp in loop.alignment.paused:
+                pending.pop(tp, None)  # nothing to fold, a rebalance, or paused ahead of stream time
                 continue
             delivered = max(loop.delivered_at.get(tp, 0.0), loop.resumed_at)
             since = pending.get(tp)

@@ -12,7 +12,7 @@ import pytest
 
 from processors.core.apply import DUPLICATE_EVENT, DUPLICATE_ORDER, Status, apply
 from processors.core.prune import prune
-from processors.core.snapshot import snapshot
+from processors.core.snapshot import snapshot, version_at
 from processors.core.state import PLACED, PRODUCT, State, new_state
 from processors.core.state_codec import dumps, loads
 from processors.exceptions import PeriodError, ProcessorError, StateFormatError, UnsupportedEventError
@@ -559,3 +559,26 @@ def test_periods_under_one_day_and_non_events_are_refused(state: State) -> None:
     with pytest.raises(UnsupportedEventError, match="got Stray"):
         apply(state, Stray())  # type: ignore[arg-type]
     assert issubclass(StateFormatError, ProcessorError)
+
+
+def test_a_catalog_version_superseded_before_the_floor_is_dropped_at_once_and_the_one_in_force_kept() -> None:
+    floor = ms("2024-03-10T12:00:00.000")
+    state = new_state("v1")
+    state.floor = floor
+    for at, name in (("2024-03-01T00:00:00.000", "Old"), ("2024-03-05T00:00:00.000", "Older name")):
+        apply(state, upserted(at, "p1", name), 0)
+    # the second is in force at the floor and after, the first never again (no T >= floor reads it)
+    assert [v[1] for v in state.products["p1"].versions] == ["Older name"]
+    apply(state, upserted("2024-03-11T00:00:00.000", "p1", "Future name"), 0)  # dated after the floor: kept
+    apply(state, upserted("2024-03-09T00:00:00.000", "p1", "Before the floor"), 0)  # drops the future one
+    assert [v[1] for v in state.products["p1"].versions] == ["Before the floor"]
+    apply(state, upserted("2024-03-12T00:00:00.000", "p1", "Later"), 0)
+    assert [v[1] for v in state.products["p1"].versions] == ["Before the floor", "Later"]
+    # what a snapshot as of T >= floor reads: the last version dated at or before T
+    in_force = {t: version_at(state.products["p1"].versions, ms(t)) for t in (
+        "2024-03-10T12:00:00.000", "2024-03-11T23:59:59.999", "2024-03-12T00:00:00.000")}  # fmt: skip
+    assert [v[1] if v else None for v in in_force.values()] == [
+        "Before the floor",
+        "Before the floor",
+        "Later",
+    ]

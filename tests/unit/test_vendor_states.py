@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import orjson
 
@@ -16,13 +17,15 @@ NOW = int(time.time() * 1000)
 DLQ = {"orders": "orders.dlq", "inventory": "inventory.dlq"}
 
 
-def make_vendor_states(interval_ms: int = 50, table: dict[bytes, bytes] | None = None) -> VendorStates:
+def make_vendor_states(
+    interval_ms: int = 50, table: dict[bytes, bytes] | None = None, clock: str = "wall"
+) -> VendorStates:
     """The worker's vendor states over an empty table (a dict)."""
     table = table if table is not None else {}
     return VendorStates(
         codec, orders_topic="orders", inventory_topic="inventory", metrics_topic="vendor-metrics",
         activity_topic="vendor-activity", dlq_topics=DLQ, load=lambda v, p: restore(v, p, table.get, codec),
-        snapshot_interval_ms=interval_ms,
+        snapshot_interval_ms=interval_ms, clock=clock,
     )  # fmt: skip
 
 
@@ -244,3 +247,74 @@ def test_live_a_call_builds_every_due_snapshot_the_live_budget_allows_and_a_back
     live = five_changed()
     assert len(live.due_snapshots(NOW, backlog=False)) == 5
     assert live.snapshots_deferred == 0
+
+
+# --- the stream clock (VENDORPULSE_CLOCK=stream) ---------------------------------------------------------
+
+DAY = 86_400_000
+
+
+def test_the_stream_clock_is_the_greatest_timestamp_read_and_never_goes_back() -> None:
+    states = make_vendor_states(clock="stream")
+    assert states.now(NOW) is None  # no timestamp read yet: nothing to be as of
+    states.begin_batch(NOW)
+    assert states.floor < 0  # nor a floor
+    states.read_up_to(NOW - 5 * DAY)
+    states.read_up_to(-1)  # a record without a timestamp leaves it as it is
+    states.read_up_to(NOW - 7 * DAY)  # out of order: read, but stream time does not go back
+    assert states.now(NOW) == NOW - 5 * DAY
+    states.begin_batch(NOW)
+    assert states.floor == NOW - 5 * DAY
+    assert make_vendor_states().now(NOW) == NOW  # the wall clock
+
+
+def test_with_the_stream_clock_snapshots_are_as_of_stream_time_and_throttled_by_the_wall_clock() -> None:
+    states = make_vendor_states(clock="stream")
+    at = NOW - 40 * DAY
+    placed = OrderPlaced("e1", at - 1000, "v1", "o1", "c1", "EUR", 700, (OrderItem("p1", "Books", 1, 700),))
+    states.handle("orders", 0, 0, b"v1", codec.encode(placed), at)
+    states.read_up_to(at)
+    (snap,) = states.due_snapshots(NOW, states.now(NOW))
+    body = snapshot_of(snap.value)
+    assert body["asOf"] == iso(at)
+    assert body["metrics"]["revenue"]["current"] == 700  # in the window as of stream time, 40 days ago
+    states.handle("orders", 0, 1, b"v1", codec.encode(order("e2", "o2")), at + 1)
+    assert states.due_snapshots(NOW + 10, at + 1) == []  # within 50 ms of wall time: held back
+
+
+def test_with_the_stream_clock_the_day_rolls_with_stream_time_and_prunes() -> None:
+    states = make_vendor_states(clock="stream")
+    midnight = (NOW // DAY - 100) * DAY
+    placed = OrderPlaced(
+        "e1", midnight - 29 * DAY - 1, "v1", "o1", "c1", "EUR", 700, (OrderItem("p1", "Books", 1, 700),)
+    )
+    states.handle("orders", 0, 0, b"v1", codec.encode(placed), midnight - 1)
+    assert states.roll(midnight - 1, lambda: [("v1", 0)], NOW) == []  # first tick: learns the day
+    (after,) = states.roll(midnight + 5, lambda: [("v1", 0)], NOW)
+    assert snapshot_of(after.value)["asOf"] == iso(midnight + 5)
+    assert snapshot_of(after.value)["metrics"]["revenue"]["previous"] == 700
+    assert states.vendors["v1"].state.floor == midnight + 5  # pruned as of the new day of stream time
+    assert states.last_emit["v1"] == NOW  # the throttle's clock is the wall's
+
+
+def test_a_loaded_state_raises_stream_time_to_its_floor() -> None:
+    table: dict[bytes, bytes] = {}
+    first = make_vendor_states(table=table, clock="stream")
+    at = NOW - 10 * DAY
+    first.read_up_to(at)
+    first.begin_batch(NOW)  # the floor: stream time when the batch began
+    first.handle("orders", 0, 0, b"v1", codec.encode(order()), at + 5)
+    for key, value in first.flush(0):
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+    second = make_vendor_states(table=table, clock="stream")  # a restart, or the vendor's next owner
+    second.vendor("v1", 0)
+    assert second.now(NOW) == at
+    (snap,) = second.due_snapshots(NOW, second.now(NOW))
+    assert snapshot_of(snap.value)["asOf"] == iso(at)
+
+
+def iso(at: int) -> str:
+    return datetime.fromtimestamp(at / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at % 1000:03d}Z"
