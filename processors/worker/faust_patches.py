@@ -223,7 +223,6 @@ class ProducerBatches:
 
     def __init__(self, app: AppT) -> None:
         self.app = app
-        self.known: set[str] = set()
         self.partitions: dict[tuple[str, bytes], int] = {}
         """(topic, key) -> partition as the producer's partitioner chose it (murmur2 in Python, ~3 % of
         the worker's time when computed per record), until the producer's metadata is refreshed."""
@@ -236,9 +235,10 @@ class ProducerBatches:
 
     async def partition(self, topic: str, key: bytes | None) -> int:
         producer = self.producer
-        if topic not in self.known:
+        if producer.client.cluster.partitions_for_topic(topic) is None:
+            # Not only the first time: a metadata refresh can come back without the topic for a while
+            # (its partitioner then failed on None). aiokafka's own `send` waits here on every record.
             await producer.client._wait_on_metadata(topic)
-            self.known.add(topic)
         if key is None:
             return cast(int, producer._partition(topic, None, key, None, key, None))
         refreshed = producer.client.cluster._last_successful_refresh_ms
