@@ -16,6 +16,8 @@ fetches the writer schemas of new ids and hands them over (`add_writer`, `refuse
 is decoded, so decoding stays synchronous and a known id costs one dict lookup more than a fingerprint.
 
 `FastavroCodec` is the hot path; `AvroCodec` (the `avro` library) is the reference to compare with.
+`FastavroCodec` reads the bodies of a writer version into itself (nearly every message) with a reader
+compiled for that schema (`schemas.binary_reader`), and resolves other versions with fastavro.
 Decoding raises only `CodecError` subclasses for bad input, never a library exception (and
 `SchemaNotPrepared` for a registry id nobody resolved: a bug of the caller, not bad input).
 """
@@ -37,6 +39,7 @@ import avro.schema
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
+from schemas.binary_reader import BodyReader, compile_reader
 from schemas.events import EVENT_TYPES, NAMESPACE, Event
 from schemas.exceptions import (
     BadMarker,
@@ -330,6 +333,8 @@ class _Route:
     ints_ok: IntCheck | None
     defaults: dict[str, Any]  # the writer's field defaults, for events that lack a newer field
     bools_ok: BoolCheck | None = None
+    body_reader: BodyReader | None = None
+    """Reads the body without the library (`schemas.binary_reader`), when the writer is the reader."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +390,7 @@ class Codec(abc.ABC):
                     ints_ok,
                     _defaults(v),
                     _bool_check(v.plain),
+                    self._body_reader(v) if reader_state is None else None,
                 )
                 self._routes.setdefault(v.fingerprint, route)
             own = replace(self._routes[reader.fingerprint], writer=reader, defaults=_defaults(reader))
@@ -503,17 +509,30 @@ class Codec(abc.ABC):
 
     def _read_record(self, message: bytes) -> tuple[_Route, dict[str, Any]]:
         route, header_size = self._route(message)
-        source = io.BytesIO(message)
-        source.seek(header_size)
-        try:
-            record = self._read(route.writer_state, route.reader_state, source)
-        except Exception as exc:
-            if self._ran_out(exc, source, message):
+        if route.body_reader is not None:
+            if type(message) is not bytes:
+                message = bytes(message)
+            try:
+                record, end = route.body_reader(message, header_size)
+            except (EOFError, IndexError) as exc:  # it reads nothing past the end but by these
                 raise TruncatedBody(f"{route.writer.label}: body ends too early: {exc}") from exc
-            raise UndecodableBody(f"{route.writer.label}: {type(exc).__name__}: {exc}") from exc
-        if source.tell() != len(message):
-            extra = len(message) - source.tell()
+            except Exception as exc:
+                raise UndecodableBody(f"{route.writer.label}: {type(exc).__name__}: {exc}") from exc
+        else:
+            source = io.BytesIO(message)
+            source.seek(header_size)
+            try:
+                record = self._read(route.writer_state, route.reader_state, source)
+            except Exception as exc:
+                if self._ran_out(exc, source, message):
+                    raise TruncatedBody(f"{route.writer.label}: body ends too early: {exc}") from exc
+                raise UndecodableBody(f"{route.writer.label}: {type(exc).__name__}: {exc}") from exc
+            end = source.tell()
+        if end != len(message):
+            extra = len(message) - end
             raise TrailingBytes(f"{route.writer.label}: {extra} bytes left after the body")
+        if route.body_reader is not None:
+            return route, record  # it checked ints, booleans and long varints as it read
         if route.ints_ok is not None and not route.ints_ok(record):
             raise UndecodableBody(f"{route.writer.label}: an int field is outside 32 bits")
         if route.bools_ok is not None and not route.bools_ok(message, record):
@@ -574,6 +593,11 @@ class Codec(abc.ABC):
     def _prepare(self, version: SchemaVersion) -> Any:
         """The library's parsed form of `version.plain`, built once."""
 
+    def _body_reader(self, version: SchemaVersion) -> BodyReader | None:
+        """A reader of `version`'s bodies into itself that bypasses the library, or None (the library
+        reads them)."""
+        return None
+
     @abc.abstractmethod
     def _write(self, writer: Any, record: Mapping[str, Any], out: io.BytesIO) -> None: ...
 
@@ -590,6 +614,9 @@ class FastavroCodec(Codec):
 
     def _prepare(self, version: SchemaVersion) -> Any:
         return parse_schema(version.plain)
+
+    def _body_reader(self, version: SchemaVersion) -> BodyReader | None:
+        return compile_reader(version.plain)
 
     def _write(self, writer: Any, record: Mapping[str, Any], out: io.BytesIO) -> None:
         schemaless_writer(out, writer, record)
