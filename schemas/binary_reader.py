@@ -19,10 +19,10 @@ float, double, a named type used by name): the codec reads those with fastavro.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-BodyReader = Callable[[bytes, int], tuple[dict[str, Any], int]]
+BodyReader = Callable[[bytes, int], tuple[Any, int]]
 """(message, where the body starts) -> (the record, where it ended)."""
 
 
@@ -53,11 +53,14 @@ class _UnsupportedError(Exception):
 
 
 class _Source:
-    """Python source of one reader, built field by field."""
+    """Python source of one reader, built field by field. A record whose full name is in `build` is
+    made by calling that with its fields in schema order (and its arrays are tuples); others are dicts."""
 
-    def __init__(self) -> None:
+    def __init__(self, build: Mapping[str, Callable[..., Any]]) -> None:
         self.lines: list[str] = []
         self.names = 0
+        self.build = build
+        self.namespace: dict[str, Any] = {"_long": _long, "_bad_length": _bad_length}
 
     def var(self) -> str:
         self.names += 1
@@ -75,13 +78,15 @@ class _Source:
         self.emit(indent, "else:")
         self.emit(indent + 1, f"{target}, pos = _long(buf, pos)")
 
-    def value(self, schema: Any, indent: int, target: str) -> None:
+    def value(self, schema: Any, indent: int, target: str, space: str = "", made: bool = False) -> None:
+        """Read a value of `schema` into the variable `target`; `space` is the enclosing namespace,
+        `made` whether the enclosing record is built by a `build` callable."""
         if isinstance(schema, list):
-            self.union(schema, indent, target)
+            self.union(schema, indent, target, space, made)
             return
         kind = schema["type"] if isinstance(schema, dict) else schema
         if isinstance(kind, dict | list):  # {"type": {...}}: the inner schema
-            self.value(kind, indent, target)
+            self.value(kind, indent, target, space, made)
         elif kind == "long":
             self.long(indent, target)
         elif kind == "int":
@@ -105,27 +110,39 @@ class _Source:
         elif kind == "null":
             self.emit(indent, f"{target} = None")
         elif kind == "record":
-            fields = []
+            name = schema["name"]
+            space = schema.get("namespace", space) if "." not in name else name.rpartition(".")[0]
+            full = name if "." in name else f"{space}.{name}" if space else name
+            make = self.build.get(full)
+            values = []
             for f in schema["fields"]:
                 v = self.var()
-                self.value(f["type"], indent, v)
-                fields.append(f"{f['name']!r}: {v}")
-            self.emit(indent, f"{target} = {{{', '.join(fields)}}}")
+                self.value(f["type"], indent, v, space, make is not None)
+                values.append(v)
+            if make is None:
+                pairs = ", ".join(
+                    f"{f['name']!r}: {v}" for f, v in zip(schema["fields"], values, strict=True)
+                )
+                self.emit(indent, f"{target} = {{{pairs}}}")
+            else:
+                callee = f"_make{len(self.namespace)}"
+                self.namespace[callee] = make
+                self.emit(indent, f"{target} = {callee}({', '.join(values)})")
         elif kind == "array":
-            self.array(schema["items"], indent, target)
+            self.array(schema["items"], indent, target, space, made)
         else:
             raise _UnsupportedError(kind)
 
-    def union(self, branches: list[Any], indent: int, target: str) -> None:
+    def union(self, branches: list[Any], indent: int, target: str, space: str, made: bool) -> None:
         index = self.var()
         self.long(indent, index)
         for i, branch in enumerate(branches):
             self.emit(indent, f"{'if' if i == 0 else 'elif'} {index} == {i}:")
-            self.value(branch, indent + 1, target)
+            self.value(branch, indent + 1, target, space, made)
         self.emit(indent, "else:")
         self.emit(indent + 1, f"raise ValueError(f'union index {{{index}}} of {len(branches)} branches')")
 
-    def array(self, items: Any, indent: int, target: str) -> None:
+    def array(self, items: Any, indent: int, target: str, space: str, made: bool) -> None:
         count, item = self.var(), self.var()
         self.emit(indent, f"{target} = []")
         self.long(indent, count)
@@ -134,21 +151,26 @@ class _Source:
         self.emit(indent + 2, f"{count} = -{count}")
         self.long(indent + 2, "_")
         self.emit(indent + 1, f"for _ in range({count}):")
-        self.value(items, indent + 2, item)
+        self.value(items, indent + 2, item, space)
         self.emit(indent + 2, f"{target}.append({item})")
         self.long(indent + 1, count)
+        if made:
+            self.emit(indent, f"{target} = tuple({target})")
 
 
-def compile_reader(schema: dict[str, Any]) -> BodyReader | None:
+def compile_reader(
+    schema: dict[str, Any], build: Mapping[str, Callable[..., Any]] | None = None
+) -> BodyReader | None:
     """A reader of bodies written with the record `schema` (without logical types), or None when the
-    schema has a type this module does not read."""
-    source = _Source()
+    schema has a type this module does not read. Records are dicts, except those whose full name is in
+    `build`: that is called with the record's values in the schema's field order (arrays in them are
+    tuples), e.g. an event class whose fields are the schema's."""
+    source = _Source(build or {})
     try:
         source.value(schema, 1, "record")
     except _UnsupportedError:
         return None
     text = "\n".join(["def read(buf, pos):", "    size = len(buf)", *source.lines, "    return record, pos"])
-    namespace: dict[str, Any] = {"_long": _long, "_bad_length": _bad_length}
-    exec(compile(text, f"<avro reader of {schema.get('name', '?')}>", "exec"), namespace)
-    reader: BodyReader = namespace["read"]
+    exec(compile(text, f"<avro reader of {schema.get('name', '?')}>", "exec"), source.namespace)
+    reader: BodyReader = source.namespace["read"]
     return reader

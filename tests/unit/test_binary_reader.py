@@ -84,3 +84,32 @@ def test_malformed_bodies_are_undecodable(body: bytes, why: str) -> None:
     message = CODEC.encode(OrderCancelled("e", 1, "v", "o", None))[:HEADER_SIZE] + body
     with pytest.raises(UndecodableBody, match=why):
         CODEC.decode(message, validate=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=events, insert=st.binary(max_size=4), data=st.data())
+def test_an_event_reader_gives_the_event_of_the_record_reader(
+    event: Any, insert: bytes, data: st.DataObject
+) -> None:
+    message = bytearray(CODEC.encode(event))
+    at = data.draw(st.integers(HEADER_SIZE, len(message)))
+    message[at:at] = insert
+    route = CODEC._routes[bytes(message[2:HEADER_SIZE])]
+    assert route.body_reader is not None
+    assert route.event_reader is not None
+    records, made = (
+        compiled_read_with(route.body_reader, bytes(message)),
+        compiled_read_with(route.event_reader, bytes(message)),
+    )
+    if isinstance(records, Exception):
+        assert type(made) is type(records)
+        assert str(made) == str(records)
+    else:
+        assert made == (route.event_type.from_record(records[0]), records[1])
+
+
+def compiled_read_with(reader: Any, message: bytes) -> tuple[Any, int] | Exception:
+    try:
+        return reader(message, HEADER_SIZE)  # type: ignore[no-any-return]
+    except Exception as exc:
+        return exc
