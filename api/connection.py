@@ -76,6 +76,14 @@ class _Slot:
 
 
 class Connection:
+    # Slots: a server holds thousands of these and the fan-out touches every one per update; without a
+    # __dict__ each is smaller and its fields sit in fewer cache lines.
+    __slots__ = (
+        "_close_grace", "_control", "_deadline", "_events", "_floor", "_held", "_hold_limit",
+        "_queue_size", "_replayed", "_shown", "_slot", "_telemetry", "close_with", "closing", "delta",
+        "id", "last_version", "sink", "state", "vendor_id",
+    )  # fmt: skip
+
     def __init__(
         self,
         vendor_id: str,
@@ -123,12 +131,13 @@ class Connection:
         slot = self._slot
         if slot is None:
             if self.state is State.OPEN and snapshot.version > self.last_version:
-                if not self._control and self.sink.writable():  # the fan-out's path: write it now
+                sink = self.sink
+                if not self._control and sink.writable():  # the fan-out's path: write it now
                     shown, self._shown, self.last_version = self._shown, snapshot, snapshot.version
                     if self.delta and shown is not None and shown is snapshot.previous:
-                        self.sink.write(snapshot.delta())
+                        sink.write(snapshot.delta())
                     else:
-                        self.sink.write(snapshot.update())
+                        sink.write(snapshot.update())
                     return True
                 self._queue_snapshot(_Slot(Out.METRICS_UPDATE, snapshot, None, time.monotonic()))
                 return False

@@ -90,9 +90,11 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
 class TransportSink:
     """Writes pre-framed bytes to one connection's transport."""
 
+    __slots__ = ("_protocol", "_write")
+
     def __init__(self, protocol: HubWebSocketProtocol) -> None:
         self._protocol = protocol
-        self._transport = protocol.transport
+        self._write = protocol.transport.write  # bound once: the fan-out calls it for every frame
 
     @property
     def on_writable(self) -> Callable[[], None]:
@@ -106,10 +108,10 @@ class TransportSink:
         return self._protocol.takes_data
 
     def write(self, frame: OutFrame) -> None:
-        self._transport.write(frame.wire)
+        self._write(frame.wire)
 
     def abort(self) -> None:
-        self._transport.abort()
+        self._protocol.transport.abort()
 
 
 def transport_sink(scope: MutableMapping[str, Any]) -> TransportSink | None:

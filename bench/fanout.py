@@ -1,6 +1,6 @@
 """WebSocket fan-out from Kafka to N dashboards: `python -m bench.fanout [--clients 1000,5000,10000]
 [--rate 1000] [--per-vendor 10] [--seconds 10] [--connect-concurrency 10] [--mode full,delta]
-[--traffic simulator|sample] [--server app,bare]`.
+[--traffic simulator|sample] [--server app,bare,floor]`.
 
 Per case: fresh prefixed topics on the broker of `KAFKA_BOOTSTRAP_SERVERS` (default: the local broker
 of `vendorpulse kafka start`), one API server in a subprocess (the production uvicorn configuration),
@@ -19,8 +19,10 @@ CPU (from /proc) and its memory per connection. The server's CPU per frame is gi
 the marginal cost over its idle CPU (clients connected, nothing produced: heartbeats, Kafka polling),
 which stays comparable when other load on the machine starves the producer and fewer frames are
 delivered. `--server bare` runs `serve_bare` instead of the API: the same stack without the product,
-measured by the same clients. Warm-up first; prints a table and writes bench/results/fanout.json.
-`BENCH_PROFILE=<file>` samples the server with py-spy during the measured phase.
+measured by the same clients; `--server floor` runs `serve_floor`: one prepared frame per record written
+to each socket's transport and nothing else, the least any Python server on uvloop pays. Warm-up first; prints a table and writes bench/results/fanout.json.
+`BENCH_PROFILE=<file>` samples the server with py-spy during the measured phase, `BENCH_PERF=<file>`
+with `perf record -g` (kernel and native frames: uvloop, libpython, the TCP path).
 `BENCH_SERVER_COMMAND` replaces `python -m bench.fanout --serve` (the port is appended), e.g. to run
 another checkout's server against the same clients.
 """
@@ -168,6 +170,88 @@ def serve_bare(port: int) -> None:
                 ws_per_message_deflate=False, log_level="warning")  # fmt: skip
 
 
+def serve_floor(port: int) -> None:
+    """The floor (a subprocess): the least a Python asyncio server on uvloop pays per frame here. The
+    same aiokafka feed as `serve_bare`; each record is put in its `metrics_update` envelope and framed
+    once (websockets' `Frame.serialize`, unmasked, as a server sends it), and that one `bytes` object
+    goes to every socket of the vendor with `transport.write`, nothing else per frame: no ASGI `send`,
+    no check, no bookkeeping. uvicorn (uvloop, httptools, websockets-sansio, no permessage-deflate, no
+    ping) does the handshake only; the transport is taken from the protocol as `api.uvicorn_ws` hands
+    it to the API."""
+    from urllib.parse import parse_qs
+
+    import uvicorn
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from api.uvicorn_ws import EXTENSION, HubWebSocketProtocol
+
+    raise_fd_limit()
+    topic = Topics.for_prefix(os.environ.get("VENDORPULSE_TOPIC_PREFIX", "")).metrics
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", KafkaSettings().bootstrap)
+    sockets: dict[bytes, list[Any]] = {}
+    state = {"ready": False}
+
+    async def feed() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]])
+            state["ready"] = True
+            while True:
+                for records in (await consumer.getmany(timeout_ms=200, max_records=5000)).values():
+                    for record in records:
+                        transports = sockets.get(record.key or b"")
+                        if record.value is None or not transports:
+                            continue
+                        text = b'{"type":"metrics_update","data":%s,"timestamp":"x"}' % record.value
+                        wire = Frame(Opcode.TEXT, text).serialize(mask=False, extensions=[])
+                        for transport in transports:
+                            transport.write(wire)
+        finally:
+            await consumer.stop()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            tasks = []
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    tasks.append(asyncio.create_task(feed()))
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    for task in tasks:
+                        task.cancel()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] == "http":
+            status = 200 if state["ready"] else 503
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        vendor = parse_qs(scope["query_string"].decode()).get("vendor_id", [""])[0].encode()
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": '{"type":"analytics_update","data":{}}'})
+        transport = scope["extensions"][EXTENSION].transport
+        sockets.setdefault(vendor, []).append(transport)
+        try:
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
+        finally:
+            sockets[vendor].remove(transport)
+
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", ws=HubWebSocketProtocol,
+                ws_per_message_deflate=False, ws_ping_interval=None, ws_ping_timeout=None,
+                log_level="warning")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Case:
     mode: str  # "full" (metrics_update) or "delta" (updates=delta: metrics_delta)
@@ -176,7 +260,7 @@ class Case:
     rate: int  # snapshots produced per second
     seconds: float  # measured
     connect_concurrency: int  # clients connecting at once (set-up time, not a thundering herd)
-    server: str = "app"  # "app" (the API) or "bare" (`serve_bare`: the stack without the product)
+    server: str = "app"  # "app" (the API), "bare" (`serve_bare`) or "floor" (`serve_floor`)
 
 
 @dataclass
@@ -421,7 +505,7 @@ def run_case(bootstrap: str, case: Case, traffic: str) -> dict[str, Any]:
         "VENDORPULSE_ENV": os.environ.get("VENDORPULSE_ENV", "dev"),
         "VENDORPULSE_MAX_CONNECTIONS_PER_TOKEN": str(case.clients),
     }
-    serve_option = "--serve-bare" if case.server == "bare" else "--serve"
+    serve_option = {"app": "--serve", "bare": "--serve-bare", "floor": "--serve-floor"}[case.server]
     command = os.environ.get(
         "BENCH_SERVER_COMMAND", f"{sys.executable} -m bench.fanout {serve_option}"
     ).split()
@@ -550,7 +634,12 @@ async def drive(
 def profile(pid: int, seconds: float) -> subprocess.Popen[bytes] | None:
     """`BENCH_PROFILE=<file>`: py-spy samples the server during the measured phase only (collapsed
     stacks, one line per stack, for `flamegraph.pl` or a grep); extra py-spy options in
-    `BENCH_PROFILE_OPTIONS` (default `--nonblocking`)."""
+    `BENCH_PROFILE_OPTIONS` (default `--nonblocking`). `BENCH_PERF=<file>` instead: `perf record -g`
+    at 999 Hz over the same phase (native and kernel frames; `perf report -i <file>`)."""
+    perf = os.environ.get("BENCH_PERF")
+    if perf:
+        command = ["perf", "record", "-g", "-F", "999", "-p", str(pid), "-o", perf, "--", "sleep", str(int(seconds))]  # fmt: skip
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = os.environ.get("BENCH_PROFILE")
     if not out:
         return None
@@ -714,15 +803,20 @@ def main() -> None:
     parser.add_argument("--inprocess", action="store_true",
                         help="only the fan-out path in this process, timed in CPU time: full against delta")  # fmt: skip
     parser.add_argument("--server", default="app",
-                        help="comma-separated: app (the API), bare (uvicorn + websockets + aiokafka, nothing else)")  # fmt: skip
+                        help="comma-separated: app (the API), bare (uvicorn + websockets + aiokafka, nothing else), "
+                             "floor (one prepared frame written to each transport, nothing else)")  # fmt: skip
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
         return
     if args.serve_bare:
         serve_bare(args.serve_bare)
+        return
+    if args.serve_floor:
+        serve_floor(args.serve_floor)
         return
     raise_fd_limit()
     if args.inprocess:
@@ -744,8 +838,8 @@ def main() -> None:
     if not set(modes) <= {"full", "delta"}:
         parser.error("--mode takes full, delta or both")
     servers = [s.strip() for s in args.server.split(",")]
-    if not set(servers) <= {"app", "bare"}:
-        parser.error("--server takes app, bare or both")
+    if not set(servers) <= {"app", "bare", "floor"}:
+        parser.error("--server takes app, bare, floor or several")
     for clients in (int(c) for c in args.clients.split(",")):
         for server in servers:
             for mode in modes if server == "app" else ["full"]:

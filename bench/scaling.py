@@ -30,7 +30,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def measured() -> dict[str, float]:
-    fanout = [  # the API's own cases, not the bare server's (`bench.fanout --server bare`)
+    fanout = [  # the API's own cases, not the baselines' (`bench.fanout --server bare|floor`)
         r
         for r in json.loads((RESULTS / "fanout.json").read_text())["results"]
         if r.get("server", "app") == "app"

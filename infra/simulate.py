@@ -404,7 +404,9 @@ class ConfluentSerializers:
         return bytes(value)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        from schemas.confluent import close_client
+
+        await close_client(self._client)
 
 
 class BatchSender:

@@ -16,6 +16,8 @@ fetches the writer schemas of new ids and hands them over (`add_writer`, `refuse
 is decoded, so decoding stays synchronous and a known id costs one dict lookup more than a fingerprint.
 
 `FastavroCodec` is the hot path; `AvroCodec` (the `avro` library) is the reference to compare with.
+`FastavroCodec` reads the bodies of a writer version into itself (nearly every message) with a reader
+compiled for that schema (`schemas.binary_reader`), and resolves other versions with fastavro.
 Decoding raises only `CodecError` subclasses for bad input, never a library exception (and
 `SchemaNotPrepared` for a registry id nobody resolved: a bug of the caller, not bad input).
 """
@@ -27,7 +29,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,7 +39,8 @@ import avro.schema
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
-from schemas.events import EVENT_TYPES, NAMESPACE, Event
+from schemas.binary_reader import BodyReader, compile_reader
+from schemas.events import EVENT_TYPES, NAMESPACE, RECORD_TYPES, Event
 from schemas.exceptions import (
     BadMarker,
     CodecError,
@@ -330,6 +333,10 @@ class _Route:
     ints_ok: IntCheck | None
     defaults: dict[str, Any]  # the writer's field defaults, for events that lack a newer field
     bools_ok: BoolCheck | None = None
+    body_reader: BodyReader | None = None
+    """Reads the body without the library (`schemas.binary_reader`), when the writer is the reader."""
+    event_reader: BodyReader | None = None
+    """The same, giving the event itself rather than its record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +392,8 @@ class Codec(abc.ABC):
                     ints_ok,
                     _defaults(v),
                     _bool_check(v.plain),
+                    self._body_reader(v) if reader_state is None else None,
+                    self._body_reader(v, events=True) if reader_state is None else None,
                 )
                 self._routes.setdefault(v.fingerprint, route)
             own = replace(self._routes[reader.fingerprint], writer=reader, defaults=_defaults(reader))
@@ -490,8 +499,12 @@ class Codec(abc.ABC):
         Raises a `CodecError` subclass for any bad input, and `InvalidEvent` (carrying the event) when
         `validate` is set and `event.validate()` gives a reason.
         """
-        route, record = self._read_record(message)
-        event = route.event_type.from_record(record)
+        route, header_size = self._route(message)
+        if route.event_reader is not None:
+            event: Event = self._read_body(route, route.event_reader, message, header_size)
+        else:
+            route, record = self._read_record(message)
+            event = route.event_type.from_record(record)
         if validate and (reason := event.validate()):
             raise InvalidEvent(reason, event)
         return event
@@ -501,8 +514,25 @@ class Codec(abc.ABC):
         route, record = self._read_record(message)
         return route.writer, record
 
+    def _read_body(self, route: _Route, reader: BodyReader, message: bytes, header_size: int) -> Any:
+        """What a compiled reader reads from the body; it checks ints, booleans and long varints as it
+        reads (`schemas.binary_reader`)."""
+        if type(message) is not bytes:
+            message = bytes(message)
+        try:
+            value, end = reader(message, header_size)
+        except (EOFError, IndexError) as exc:  # it reads nothing past the end but by these
+            raise TruncatedBody(f"{route.writer.label}: body ends too early: {exc}") from exc
+        except Exception as exc:
+            raise UndecodableBody(f"{route.writer.label}: {type(exc).__name__}: {exc}") from exc
+        if end != len(message):
+            raise TrailingBytes(f"{route.writer.label}: {len(message) - end} bytes left after the body")
+        return value
+
     def _read_record(self, message: bytes) -> tuple[_Route, dict[str, Any]]:
         route, header_size = self._route(message)
+        if route.body_reader is not None:
+            return route, self._read_body(route, route.body_reader, message, header_size)
         source = io.BytesIO(message)
         source.seek(header_size)
         try:
@@ -574,6 +604,11 @@ class Codec(abc.ABC):
     def _prepare(self, version: SchemaVersion) -> Any:
         """The library's parsed form of `version.plain`, built once."""
 
+    def _body_reader(self, version: SchemaVersion, *, events: bool = False) -> BodyReader | None:
+        """A reader of `version`'s bodies into itself that bypasses the library, or None (the library
+        reads them); with `events`, one that gives the event rather than its record."""
+        return None
+
     @abc.abstractmethod
     def _write(self, writer: Any, record: Mapping[str, Any], out: io.BytesIO) -> None: ...
 
@@ -591,6 +626,16 @@ class FastavroCodec(Codec):
     def _prepare(self, version: SchemaVersion) -> Any:
         return parse_schema(version.plain)
 
+    def _body_reader(self, version: SchemaVersion, *, events: bool = False) -> BodyReader | None:
+        if not events:
+            return compile_reader(version.plain)
+        # Built positionally: only where each record's class has the record's fields, in its order.
+        build = {name: t for name, t in RECORD_TYPES.items() if _fields_of(version.plain, name) is not None}
+        for name, t in build.items():
+            if _fields_of(version.plain, name) != [f.name for f in fields(t)]:
+                return None
+        return compile_reader(version.plain, build) if version.name in build else None
+
     def _write(self, writer: Any, record: Mapping[str, Any], out: io.BytesIO) -> None:
         schemaless_writer(out, writer, record)
 
@@ -602,6 +647,26 @@ class FastavroCodec(Codec):
             return True
         # A varint cut short is an IndexError; the last byte still has its continuation bit set.
         return isinstance(exc, IndexError) and source.tell() >= len(message) and message[-1] >= 0x80
+
+
+def _fields_of(schema: Any, full_name: str, space: str = "") -> list[str] | None:
+    """The field names of the record `full_name` defined in `schema`, or None if it defines none."""
+    if isinstance(schema, list):
+        found = (_fields_of(branch, full_name, space) for branch in schema)
+        return next((f for f in found if f is not None), None)
+    if not isinstance(schema, dict):
+        return None
+    kind = schema["type"]
+    if kind == "record":
+        name = schema["name"]
+        space = name.rpartition(".")[0] if "." in name else schema.get("namespace", space)
+        if (name if "." in name else f"{space}.{name}") == full_name:
+            return [f["name"] for f in schema["fields"]]
+        found = (_fields_of(f["type"], full_name, space) for f in schema["fields"])
+        return next((f for f in found if f is not None), None)
+    if kind in ("array", "map"):
+        return _fields_of(schema["items" if kind == "array" else "values"], full_name, space)
+    return _fields_of(kind, full_name, space) if isinstance(kind, dict | list) else None
 
 
 @dataclass(frozen=True, slots=True)

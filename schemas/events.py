@@ -242,6 +242,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     f"{NAMESPACE}.{t.NAME}": t for t in (OrderPlaced, OrderCancelled, ProductUpserted, InventoryAdjusted)
 }
 """Record full name -> event class; the codec resolves a writer schema's name through this."""
+RECORD_TYPES: dict[str, type[Any]] = {**EVENT_TYPES, f"{NAMESPACE}.OrderItem": OrderItem}
+"""Record full name -> class, nested records included; each class's fields are its record's, in order."""
 
 ORDER_EVENTS = (OrderPlaced, OrderCancelled)
 INVENTORY_EVENTS = (ProductUpserted, InventoryAdjusted)

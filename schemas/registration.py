@@ -19,7 +19,7 @@ from typing import Any
 
 from schemas.codec import SchemaSet, SchemaVersion
 from schemas.compat import incompatibilities
-from schemas.confluent import registry_client, subject_for
+from schemas.confluent import close_client, registry_client, subject_for
 from schemas.exceptions import RegistryUnavailable
 
 LEVEL = "BACKWARD"
@@ -112,7 +112,7 @@ async def register_published(
         raise
     finally:
         if own:
-            await client.aclose()
+            await close_client(client)
     return out
 
 

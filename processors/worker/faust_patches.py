@@ -289,7 +289,8 @@ class TableOptions(RocksDBOptions):
     Options beyond Faust's: `shared_block_cache_size` and `shared_write_buffer_size` (bytes, for all the
     process's databases together), `level0_compaction_trigger` (flushed files that start a compaction),
     `deletion_window` and `deletions_per_window` (an SST file with that many deletes among that many
-    consecutive entries is compacted)."""
+    consecutive entries is compacted), `memtable_bloom_ratio` (a bloom filter of whole keys in each
+    memtable, of that fraction of the write buffer's size)."""
 
     def as_options(self) -> Any:
         import rocksdict
@@ -308,6 +309,9 @@ class TableOptions(RocksDBOptions):
         options.add_compact_on_deletion_collector_factory(
             int(extra["deletion_window"]), int(extra["deletions_per_window"]), 0.5
         )
+        if extra.get("memtable_bloom_ratio"):
+            options.set_memtable_prefix_bloom_ratio(float(extra["memtable_bloom_ratio"]))
+            options.set_memtable_whole_key_filtering(True)  # a filter of whole keys: no prefix extractor
         return options
 
 
