@@ -4,7 +4,12 @@
 - The store: each table partition's RocksDB opened read-only beside the running worker (a consistent
   view as of the open), every live key counted with its key and value bytes (uncompressed).
 - The changelog topic: every record the broker still holds (what compaction left), counted with its
-  bytes, tombstones apart.
+  bytes, tombstones apart; and what it holds once compaction has caught up (`compacted`: the latest
+  record of each key, none for a key whose latest record is a tombstone). The difference is the log
+  cleaner's backlog: the dirty tail it has not cleaned yet and the tombstones it keeps
+  `delete.retention.ms` after a cleaning. That backlog follows the write rate and the cleaner's
+  settings, not the history: a worker folding months in minutes writes tombstones thousands of times
+  faster than a live one.
 - RocksDB's and the heap's own figures: the `storage.json` the worker writes (`storage_stats.py`).
 
 The history proper (ids, orders, waiting cancellations, the expiry index) is what the lateness horizon
@@ -70,8 +75,31 @@ class Families:
         c[1] += len(key) + (len(value) if value is not None else 0)
         c[2] += value is None
 
+    def remove(self, key: bytes, value: bytes | None) -> None:
+        c = self.counts[family(key, value)]
+        c[0] -= 1
+        c[1] -= len(key) + (len(value) if value is not None else 0)
+        c[2] -= value is None
+
     def mb(self, families: tuple[str, ...] = FAMILIES) -> float:
         return sum(self.counts[f][1] for f in families) / 2**20
+
+
+@dataclass
+class Compacted:
+    """What a compacted topic converges to as its records are read in order: the latest record of each
+    key, and no key whose latest record is a tombstone."""
+
+    families: Families = field(default_factory=Families)
+    latest: dict[bytes, bytes] = field(default_factory=dict)
+
+    def add(self, key: bytes, value: bytes | None) -> None:
+        before = self.latest.pop(key, None)
+        if before is not None:
+            self.families.remove(key, before)
+        if value is not None:
+            self.latest[key] = value
+            self.families.add(key, value)
 
 
 def store_families(store: Path, tries: int = 3) -> Families:
@@ -99,10 +127,11 @@ def store_families(store: Path, tries: int = 3) -> Families:
     return out
 
 
-async def changelog_families(bootstrap: str, topic: str, partitions: int) -> Families:
-    """Every record the changelog topic holds now, from its start to its end offsets."""
+async def changelog_families(bootstrap: str, topic: str, partitions: int) -> tuple[Families, Families]:
+    """Every record the changelog topic holds now, from its start to its end offsets; and the latest
+    live record of each key (what it holds once compacted)."""
     started = time.monotonic()
-    out = Families()
+    out, compacted = Families(), Compacted()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
         fetch_max_bytes=16 * 2**20, max_partition_fetch_bytes=16 * 2**20,
@@ -122,18 +151,17 @@ async def changelog_families(bootstrap: str, topic: str, partitions: int) -> Fam
                 for r in records:
                     if r.offset < ends[tp] and r.key is not None:
                         out.add(r.key, r.value)
+                        compacted.add(r.key, r.value)
             for tp in list(todo):
                 if await consumer.position(tp) >= ends[tp]:
                     todo.discard(tp)
     finally:
         await consumer.stop()
-    out.seconds = time.monotonic() - started
-    return out
+    out.seconds = compacted.families.seconds = time.monotonic() - started
+    return out, compacted.families
 
 
 def breakdown(bootstrap: str, topic: str, partitions: int, store: Path) -> dict[str, Any]:
     """Store and changelog by family now (run in a thread beside the bench's sampling loop)."""
-    return {
-        "store": store_families(store),
-        "changelog": asyncio.run(changelog_families(bootstrap, topic, partitions)),
-    }
+    held, compacted = asyncio.run(changelog_families(bootstrap, topic, partitions))
+    return {"store": store_families(store), "changelog": held, "compacted": compacted}

@@ -41,7 +41,11 @@ day, the next checkpoint reads that day's index records and deletes the entries 
 the horizon (an entry written again later is filed under a later day too, and is kept). Ids are deleted
 behind the earlier of the two topics' horizons (an event of either topic may repeat an id), and not at
 all while one topic has no clock yet; order entries behind the `orders` horizon. Deletes are
-tombstones in the changelog, so the changelog's live bytes stop growing once the log is `L` days old.
+tombstones in the changelog. A vendor forgets at its checkpoints, so its history holds its last `L`
+days of events plus at most one checkpoint interval (until the tail outgrows the live part, at least
+`MIN_CHECKPOINT_BYTES`, or `MAX_PENDING_HISTORY` keys): for a vendor with few events a day that
+interval can span weeks of event time. The history's live bytes stop growing once the log is that
+old; the live parts (day buckets) once it is 2 P days old (`bench/history.py` measures both).
 
 Restore: the table's RocksDB partitions come back from the changelog (in bulk, `bulk_restore.py`; then
 Faust's recovery for the rest). A vendor's state is then read on first use: the checkpoint (assembled from its pieces when it is a manifest), its history writes put back in

@@ -7,7 +7,9 @@ directory's `counters.json`, so an operator sees that one fired and a test can a
   delivery and the check that first saw records waiting in it: a partition idle for minutes whose
   first new record the check sees before the fetcher delivers it has not stalled (counted from the
   last delivery, every quiet spell ending in traffic looked like a stall, and the seek back re-read
-  what was on its way). While the worker works through a backlog,
+  what was on its way). Time the event loop spent blocked (a check that comes late: a long flush, a
+  burst of checkpoints) does not count either: nothing could be delivered then, by any partition.
+  While the worker works through a backlog,
   the fetcher serves some partitions for seconds before others; that is not a stall, and seeking
   such a partition back only read it twice. After a recovery interrupted by a
   second rebalance, Faust was seen to leave assigned input partitions without a record reaching the
@@ -54,9 +56,18 @@ class Watchdogs:
         self.recovery_moved_at = 0.0
         self.dump_tasks: Callable[[], None] = lambda: None
         self.pending_since: dict[Any, float] = {}
-        """Input partition -> when this watchdog first saw records waiting in it, since its last delivery."""
+        """Input partition -> when this watchdog first saw records waiting in it, since its last delivery
+        (moved later by the time the event loop was blocked since)."""
+        self.checked_at: float | None = None
 
     async def watch_input(self) -> None:
+        started = time.monotonic()
+        if self.checked_at is not None:
+            late = started - self.checked_at - STALL_CHECK_S
+            if late > 0:  # the event loop was blocked: no partition could deliver meanwhile
+                for tp in self.pending_since:
+                    self.pending_since[tp] += late
+        self.checked_at = started
         loop, app = self.loop, self.app
         positions = loop.positions
         if loop.paused or app.should_stop or not positions.expected:

@@ -21,7 +21,7 @@ from processors.replay import run_replay
 from schemas.codec import FastavroCodec
 from schemas.topics import Topics
 from tests.fakes import kafka_settings
-from tests.integration.conftest import WorkerProcess, latest_snapshots, self_healing_counts
+from tests.integration.conftest import WorkerProcess, assert_no_watchdog_restart, latest_snapshots
 from tests.integration.test_replay import millis
 from tests.polling import eventually
 
@@ -82,6 +82,9 @@ def test_a_stream_clock_worker_snapshots_as_of_stream_time_and_equals_replay(
         (line,) = (tmp_path / f"{vendor}.jsonl").read_bytes().splitlines()
         assert orjson.loads(line) == snap, vendor
         assert replayed.complete
-    # the sparse inventory partitions ran ahead of the orders and waited for stream time
-    assert self_healing_counts(worker.data_dir)["alignment_pauses"] > 0
+    # the sparse inventory partitions ran ahead of the orders and waited for stream time, and the input
+    # watchdog took none of them, paused or resumed, for a stalled one
+    counts = assert_no_watchdog_restart(worker)[worker.log_path.name]
+    assert counts["alignment_pauses"] > 0
+    assert counts["input_resumes"] == 0, worker.output()
     assert worker.alive()

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench.history_breakdown import FAUST_OFFSET_KEY, family, store_families
+from bench.history_breakdown import FAUST_OFFSET_KEY, Compacted, family, store_families
 from processors.core.history import Order, OrderEntry
 from processors.worker import storage_stats
 from processors.worker.faust_app import ROCKSDB_OPTIONS
@@ -94,3 +94,21 @@ def test_table_keys_sort_into_their_families(tmp_path: Path) -> None:
         2,
         len(checkpoint_key("vendor-007")) + len(chunk_key("vendor-007", 3, 99, 0)) + 2,
     ]
+
+
+def test_a_compacted_changelog_keeps_the_latest_live_record_of_each_key() -> None:
+    history = history_prefix("vendor-007")
+    compacted = Compacted()
+    compacted.add(history + IDS + b"e-1", b"\x00" * 8)
+    compacted.add(history + IDS + b"e-2", b"\x00" * 8)
+    compacted.add(history + IDS + b"e-1", None)  # e-1 expired: its tombstone
+    compacted.add(history + ORDER_IDS + b"o-1", encode_order(OrderEntry(None, (5,))))  # waiting
+    placed = encode_order(OrderEntry(Order(1, "c1", 100, (("p1", "books", 1, 100),), None, ()), (5,)))
+    compacted.add(history + ORDER_IDS + b"o-1", placed)  # then placed: the cancellation met it
+    counts = compacted.families.counts
+    assert counts["ids"] == [1, len(history + IDS + b"e-2") + 8, 0]
+    assert counts["waiting cancellations"] == [0, 0, 0]
+    assert counts["orders"] == [1, len(history + ORDER_IDS + b"o-1") + len(placed), 0]
+    compacted.add(history + IDS + b"e-2", None)
+    compacted.add(history + IDS + b"e-2", None)  # a second tombstone of a key already gone
+    assert counts["ids"] == [0, 0, 0]
